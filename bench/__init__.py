@@ -1,0 +1,1 @@
+"""Benchmarks of feedsvc: run with python -m bench."""

@@ -1,0 +1,395 @@
+"""The fold of a story's events into its current state, and the rules an append
+must keep.
+
+Pure: the state is computed from events alone (never from the wall clock), so the
+same log always folds to the same story. :meth:`Story.apply` is used by the
+projections; :func:`check_append` by the service before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from feedsvc.domain.events import Occurred, Precision, RecordedEvent, ValidEvent, slugify
+from feedsvc.errors import FieldProblem, ValidationFailed
+
+
+class _State(BaseModel):
+    model_config = {"extra": "forbid", "validate_assignment": False}
+
+
+class SourceRef(_State):
+    """A link to where a development is documented."""
+
+    url: str
+    title: str
+    publisher: str | None = None
+
+
+class PersonRef(_State):
+    """A person involved in a development."""
+
+    name: str
+    role: str | None = None
+
+
+class Quote(_State):
+    """Words attributed to someone, as the timeline shows them."""
+
+    quote_id: str
+    speaker: str
+    role: str | None = None
+    text: str
+    recorded_at: str
+    position: int
+
+
+class Correction(_State):
+    """A published correction of a development."""
+
+    note: str
+    fields: list[str]
+    recorded_at: str
+    position: int
+
+
+class Retraction(_State):
+    """Why a development was withdrawn."""
+
+    reason: str
+    recorded_at: str
+    position: int
+
+
+class Development(_State):
+    """One development of a story, with corrections applied."""
+
+    development_id: str
+    headline: str
+    body: str
+    kind: str
+    occurred_at: str
+    occurred_precision: Precision
+    occurred_start: str
+    sources: list[SourceRef] = Field(default_factory=list)
+    people: list[PersonRef] = Field(default_factory=list)
+    organizations: list[str] = Field(default_factory=list)
+    places: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(default_factory=list)
+    quotes: list[Quote] = Field(default_factory=list)
+    corrections: list[Correction] = Field(default_factory=list)
+    retraction: Retraction | None = None
+    reported_at: str
+    reported_position: int
+    updated_at: str
+    updated_position: int
+
+    @property
+    def occurred(self) -> Occurred:
+        """The occurred date as an :class:`Occurred`."""
+        return Occurred.parse(self.occurred_at)
+
+    def touch(self, event: RecordedEvent) -> None:
+        """Mark the development changed by ``event`` (bumps its ``updated``)."""
+        self.updated_at = event.recorded_at
+        self.updated_position = event.position
+
+
+class FollowUp(_State):
+    """Something the story is waiting for."""
+
+    followup_id: str
+    description: str
+    subjects: list[str] = Field(default_factory=list)
+    development_id: str | None = None
+    expected_at: str
+    resolved_at: str | None = None
+    resolved_by: str | None = None
+    resolution_note: str | None = None
+
+
+class Story(_State):
+    """A story's current state: everything a page or a feed shows of it."""
+
+    slug: str
+    title: str
+    summary: str
+    topics: list[str] = Field(default_factory=list)
+    places: list[str] = Field(default_factory=list)
+    status: str = "open"
+    opened_at: str
+    updated_at: str
+    version: int
+    last_position: int
+    developments: dict[str, Development] = Field(default_factory=dict)
+    followups: dict[str, FollowUp] = Field(default_factory=dict)
+
+    @classmethod
+    def open(cls, event: RecordedEvent) -> Story:
+        """Start a story from its ``story.opened`` event."""
+        data = event.data
+        return cls(
+            slug=data["slug"],
+            title=data["title"],
+            summary=data["summary"],
+            topics=list(data.get("topics", [])),
+            places=list(data.get("places", [])),
+            opened_at=event.recorded_at,
+            updated_at=event.recorded_at,
+            version=event.version,
+            last_position=event.position,
+        )
+
+    @property
+    def topic_slugs(self) -> list[str]:
+        """Every topic of the story and its developments, in URL form, sorted."""
+        found = {slugify(t) for t in self.topics}
+        for dev in self.developments.values():
+            found.update(slugify(t) for t in dev.topics)
+        return sorted(found)
+
+    def timeline(self) -> list[Development]:
+        """Developments in the order they happened (ties: the order reported)."""
+        return sorted(
+            self.developments.values(),
+            key=lambda d: (d.occurred_start, d.reported_position),
+        )
+
+    def apply(self, event: RecordedEvent) -> list[str]:
+        """Fold one event in; return the ids of the developments it touched."""
+        handler = _HANDLERS.get(event.type)
+        touched = handler(self, event, event.data) if handler else []
+        self.version = event.version
+        self.last_position = event.position
+        self.updated_at = event.recorded_at
+        return touched
+
+
+def _reported(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    occurred = event.occurred
+    dev = Development(
+        development_id=data["development_id"],
+        headline=data["headline"],
+        body=data["body"],
+        kind=data["kind"],
+        occurred_at=occurred.text,
+        occurred_precision=occurred.precision,
+        occurred_start=occurred.start.isoformat(),
+        sources=[SourceRef(**s) for s in data.get("sources", [])],
+        people=[PersonRef(**p) for p in data.get("people", [])],
+        organizations=list(data.get("organizations", [])),
+        places=list(data.get("places", [])),
+        topics=list(data.get("topics", [])),
+        reported_at=event.recorded_at,
+        reported_position=event.position,
+        updated_at=event.recorded_at,
+        updated_position=event.position,
+    )
+    story.developments[dev.development_id] = dev
+    return [dev.development_id]
+
+
+def _quoted(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    dev = story.developments[data["development_id"]]
+    dev.quotes.append(
+        Quote(
+            quote_id=data["quote_id"],
+            speaker=data["speaker"],
+            role=data.get("role"),
+            text=data["text"],
+            recorded_at=event.recorded_at,
+            position=event.position,
+        )
+    )
+    dev.touch(event)
+    return [dev.development_id]
+
+
+def _corrected(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    dev = story.developments[data["development_id"]]
+    changes: dict[str, Any] = data["changes"]
+    for field, value in changes.items():
+        if field == "occurred_at":
+            occurred = Occurred.parse(value)
+            dev.occurred_at = occurred.text
+            dev.occurred_precision = occurred.precision
+            dev.occurred_start = occurred.start.isoformat()
+        elif field == "sources":
+            dev.sources = [SourceRef(**s) for s in value]
+        elif field == "people":
+            dev.people = [PersonRef(**p) for p in value]
+        else:
+            setattr(dev, field, value)
+    dev.corrections.append(
+        Correction(
+            note=data["note"],
+            fields=sorted(changes),
+            recorded_at=event.recorded_at,
+            position=event.position,
+        )
+    )
+    dev.touch(event)
+    return [dev.development_id]
+
+
+def _retracted(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    dev = story.developments[data["development_id"]]
+    dev.retraction = Retraction(
+        reason=data["reason"], recorded_at=event.recorded_at, position=event.position
+    )
+    dev.touch(event)
+    return [dev.development_id]
+
+
+def _retitled(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    story.title = data["title"]
+    if data.get("summary") is not None:
+        story.summary = data["summary"]
+    return []
+
+
+def _retagged(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    story.topics = list(data["topics"])
+    story.places = list(data.get("places", []))
+    return []
+
+
+def _closed(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    story.status = "closed"
+    return []
+
+
+def _reopened(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    story.status = "open"
+    return []
+
+
+def _expected(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    story.followups[data["followup_id"]] = FollowUp(
+        followup_id=data["followup_id"],
+        description=data["description"],
+        subjects=list(data.get("subjects", [])),
+        development_id=data.get("development_id"),
+        expected_at=event.recorded_at,
+    )
+    return []
+
+
+def _resolved(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[str]:
+    followup = story.followups[data["followup_id"]]
+    followup.resolved_at = event.recorded_at
+    followup.resolved_by = data.get("development_id")
+    followup.resolution_note = data.get("note")
+    return []
+
+
+_HANDLERS = {
+    "development.reported": _reported,
+    "quote.attributed": _quoted,
+    "development.corrected": _corrected,
+    "development.retracted": _retracted,
+    "story.retitled": _retitled,
+    "story.retagged": _retagged,
+    "story.closed": _closed,
+    "story.reopened": _reopened,
+    "followup.expected": _expected,
+    "followup.resolved": _resolved,
+}
+
+
+def check_append(
+    stream: str,
+    story: Story | None,
+    events: list[ValidEvent],
+    prior: list[ValidEvent] | None = None,
+) -> None:
+    """Refuse a batch that would break the story's rules, naming each event.
+
+    ``story`` is the stream's committed state (``None`` for a new stream) and
+    ``prior`` the events already accepted after it but not yet committed. The batch
+    is checked as a whole, in order, so a batch may open a story and report into it.
+    """
+    problems: list[FieldProblem] = []
+    opened = story is not None
+    status = story.status if story else "open"
+    developments = set(story.developments) if story else set()
+    retracted = {d for d, v in (story.developments.items() if story else []) if v.retraction}
+    quotes = {
+        q.quote_id for dev in (story.developments.values() if story else []) for q in dev.quotes
+    }
+    followups = set(story.followups) if story else set()
+    pending = prior or []
+    for index, event in enumerate([*pending, *events]):
+        index -= len(pending)
+        where = f"/{index}" if len(events) > 1 else ""
+        data = event.model.model_dump()
+
+        def refuse(field: str, message: str, index: int = index, where: str = where) -> None:
+            if index >= 0:
+                problems.append(FieldProblem(f"{where}{field}", message))
+
+        if event.type == "story.opened":
+            if opened:
+                refuse("/type", f"story {stream!r} is already open")
+            elif data["slug"] != stream:
+                refuse("/data/slug", f"must equal the story's stream {stream!r}")
+            opened = True
+            continue
+        if not opened:
+            refuse("/type", f"story {stream!r} does not exist yet; open it with story.opened first")
+            continue
+        dev_id: str = data.get("development_id") or ""
+        if event.type == "development.reported":
+            if status == "closed":
+                refuse("/type", f"story {stream!r} is closed; reopen it first")
+            if dev_id in developments:
+                refuse("/data/development_id", f"development {dev_id!r} already exists")
+            developments.add(dev_id)
+        elif event.type in ("quote.attributed", "development.corrected", "development.retracted"):
+            if dev_id not in developments:
+                refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
+            elif dev_id in retracted and event.type != "quote.attributed":
+                refuse("/data/development_id", f"development {dev_id!r} is retracted")
+            if event.type == "quote.attributed":
+                if data["quote_id"] in quotes:
+                    refuse("/data/quote_id", f"quote {data['quote_id']!r} already exists")
+                quotes.add(data["quote_id"])
+            if event.type == "development.retracted":
+                retracted.add(dev_id)
+        elif event.type == "story.closed":
+            if status == "closed":
+                refuse("/type", f"story {stream!r} is already closed")
+            status = "closed"
+        elif event.type == "story.reopened":
+            if status != "closed":
+                refuse("/type", f"story {stream!r} is not closed")
+            status = "open"
+        elif event.type == "followup.expected":
+            if data["followup_id"] in followups:
+                refuse("/data/followup_id", f"follow-up {data['followup_id']!r} already exists")
+            if dev_id and dev_id not in developments:
+                refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
+            followups.add(data["followup_id"])
+        elif event.type == "followup.resolved":
+            if data["followup_id"] not in followups:
+                refuse(
+                    "/data/followup_id", f"no follow-up {data['followup_id']!r} in story {stream!r}"
+                )
+            if dev_id and dev_id not in developments:
+                refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def fold(events: list[RecordedEvent]) -> Story | None:
+    """Fold one stream's events, in order, into its story."""
+    story: Story | None = None
+    for event in events:
+        if story is None:
+            if event.type == "story.opened":
+                story = Story.open(event)
+        else:
+            story.apply(event)
+    return story

@@ -1,0 +1,210 @@
+"""Appending to stories: validation, the story's rules, then the log.
+
+:class:`StoryService` is what the HTTP API and the CLI call to append. It validates
+every event against its schema, checks the story's rules against the story's folded
+state, and hands the events to the store with the exact version it checked against,
+so a rule can never be broken by a race: a writer that lost one is re-checked against
+the new state.
+
+Appends to one story are pipelined: while one is waiting for its group commit, the
+next is checked against the state *including* the pending events and queued right
+behind it, so concurrent appends to one story still share an fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
+from feedsvc.domain.story import Story, check_append
+from feedsvc.errors import (
+    DuplicateEventId,
+    FieldProblem,
+    ValidationFailed,
+    WrongExpectedVersion,
+)
+from feedsvc.store.port import AppendResult, EventStore, Expected
+
+
+@dataclass
+class _StreamState:
+    """The committed story, and the appends accepted after it but not yet committed."""
+
+    story: Story | None = None
+    pending: list[tuple[asyncio.Future[AppendResult], list[ValidEvent]]] = field(
+        default_factory=list
+    )
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stale: bool = True
+
+    @property
+    def committed_version(self) -> int:
+        return self.story.version if self.story else 0
+
+    @property
+    def pending_events(self) -> list[ValidEvent]:
+        return [e for _, events in self.pending for e in events]
+
+
+class StoryService:
+    """Validate, check and append events to stories."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        future_skew: timedelta = timedelta(days=1),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retries: int = 5,
+    ) -> None:
+        self.store = store
+        self.future_skew = future_skew
+        self.clock = clock
+        self.retries = retries
+        self._streams: dict[str, _StreamState] = {}
+
+    def validate(self, raw_events: Sequence[Any], actor: str | None = None) -> list[ValidEvent]:
+        """Check every submitted event, reporting every bad field of every event."""
+        problems: list[FieldProblem] = []
+        valid: list[ValidEvent] = []
+        many = len(raw_events) > 1
+        latest = self.clock() + self.future_skew
+        for index, raw in enumerate(raw_events):
+            prefix = f"/{index}" if many else ""
+            if isinstance(raw, dict) and actor is not None:
+                metadata = raw.get("metadata")
+                if isinstance(metadata, dict):
+                    raw = {**raw, "metadata": {**metadata, "actor": actor}}
+                elif metadata is None:
+                    raw = {**raw, "metadata": {"actor": actor}}
+            try:
+                event = validate_new_event(raw, prefix)
+            except ValidationFailed as e:
+                problems.extend(e.problems)
+                continue
+            if event.occurred.start > latest:
+                problems.append(
+                    FieldProblem(
+                        f"{prefix}/occurred_at",
+                        f"{event.occurred_at} is in the future; developments are "
+                        "reported after they happen",
+                    )
+                )
+            valid.append(event)
+        ids = [e.id for e in valid]
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            for index, event_id in enumerate(ids):
+                if event_id in seen:
+                    problems.append(FieldProblem(f"/{index}/id", "id repeated in this request"))
+                seen.add(event_id)
+        if problems:
+            raise ValidationFailed(problems)
+        return valid
+
+    async def append(
+        self,
+        stream: str,
+        raw_events: Sequence[Any],
+        expected: Expected = "any",
+        actor: str | None = None,
+    ) -> AppendResult:
+        """Validate and append ``raw_events`` (JSON-like dicts) to ``stream``."""
+        return await self.append_valid(stream, self.validate(raw_events, actor), expected)
+
+    async def append_valid(
+        self, stream: str, events: list[ValidEvent], expected: Expected = "any"
+    ) -> AppendResult:
+        """Append events that passed :meth:`validate`."""
+        if not events:
+            raise ValidationFailed([FieldProblem("", "no events to append")])
+        if await self.store.find([e.id for e in events]):
+            # a retry of an append already made (or a reused id): the store decides
+            return await self.store.append(stream, events, expected)
+        for _attempt in range(self.retries):
+            future = await self._enqueue(stream, events, expected)
+            try:
+                return await future
+            except WrongExpectedVersion:
+                # a writer elsewhere got in first: refresh the story and check again
+                await self._refresh(stream)
+                if expected != "any":
+                    raise
+            except DuplicateEventId:
+                raise
+        raise WrongExpectedVersion(stream, expected, await self.store.stream_version(stream))
+
+    async def _enqueue(
+        self, stream: str, events: list[ValidEvent], expected: Expected
+    ) -> asyncio.Future[AppendResult]:
+        state = self._streams.setdefault(stream, _StreamState())
+        async with state.lock:
+            if state.stale and not state.pending:
+                await self._refresh(stream)
+            prior = state.pending_events
+            tentative = state.committed_version + len(prior)
+            if expected == "no_stream" and tentative != 0:
+                raise WrongExpectedVersion(stream, expected, tentative)
+            if isinstance(expected, int) and expected != tentative:
+                raise WrongExpectedVersion(stream, expected, tentative)
+            check_append(stream, state.story, events, prior)
+            future = asyncio.ensure_future(self.store.append(stream, events, tentative))
+            state.pending.append((future, events))
+        future.add_done_callback(lambda f: self._settled(stream, f))
+        return future
+
+    def _settled(self, stream: str, future: asyncio.Future[AppendResult]) -> None:
+        state = self._streams[stream]
+        events = next((ev for f, ev in state.pending if f is future), [])
+        state.pending = [(f, ev) for f, ev in state.pending if f is not future]
+        if future.cancelled() or future.exception() is not None:
+            # whatever was chained behind it fails its version check and is retried
+            state.stale = True
+            return
+        result = future.result()
+        story = state.story
+        first_version = result.version - len(events) + 1
+        if story is not None and story.version >= result.version:
+            return  # a refresh already folded it
+        if (story.version if story else 0) != first_version - 1 or result.replayed:
+            state.stale = True
+            return
+        for offset, event in enumerate(events):
+            recorded = RecordedEvent(
+                position=result.positions[offset],
+                id=event.id,
+                stream=stream,
+                version=first_version + offset,
+                type=event.type,
+                schema_version=event.schema_version,
+                occurred_at=event.occurred_at,
+                recorded_at=result.recorded_at,
+                data_json=event.data_json,
+                metadata_json=event.metadata_json,
+            )
+            if story is None:
+                story = Story.open(recorded)
+            else:
+                story.apply(recorded)
+        state.story = story
+
+    async def _refresh(self, stream: str) -> None:
+        state = self._streams.setdefault(stream, _StreamState())
+        story = state.story
+        events = await self.store.read_stream(stream, (story.version + 1) if story else 1)
+        for event in events:
+            if story is None:
+                story = Story.open(event) if event.type == "story.opened" else None
+            else:
+                story.apply(event)
+        state.story = story
+        state.stale = False
+
+    async def story(self, stream: str) -> Story | None:
+        """The committed state of one story, read through the cache."""
+        await self._refresh(stream)
+        return self._streams[stream].story

@@ -1,0 +1,125 @@
+"""The event store port: what the rest of feedsvc may ask of the log.
+
+Adapters (:mod:`feedsvc.store.sqlite` first) implement :class:`EventStore` and must
+pass the contract suite in ``tests/store/contract.py`` against a real database.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from feedsvc.domain.events import RecordedEvent, ValidEvent
+
+Expected = int | Literal["any", "no_stream"]
+"""What the caller believes the stream's version is: ``"any"`` (no check),
+``"no_stream"`` (the stream must not exist) or an exact version (0 = no stream)."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: the stream's version after it, and each event's place.
+
+    ``replayed`` is true when every event id was already in the log with the same
+    content: nothing was written and this is the original result.
+    """
+
+    stream: str
+    version: int
+    ids: tuple[str, ...]
+    positions: tuple[int, ...]
+    recorded_at: str
+    replayed: bool = False
+
+
+class EventStore(ABC):
+    """An append-only log of events, one stream per story.
+
+    Positions are global, gapless and strictly increasing in commit order; versions
+    are 1-based and contiguous per stream. Nothing is ever updated or deleted.
+    """
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, create or migrate the schema; raise a StoreError if impossible."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish the writes in flight, then close every connection."""
+
+    @abstractmethod
+    async def append(
+        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
+    ) -> AppendResult:
+        """Append ``events`` to ``stream`` atomically, after checking ``expected``.
+
+        Idempotent by event id: if every id is already in the log with the same
+        content (stream, type, schema version, occurred_at, data) the original result
+        is returned with ``replayed=True``; a reused id with other content raises
+        :class:`~feedsvc.errors.DuplicateEventId`. A version mismatch raises
+        :class:`~feedsvc.errors.WrongExpectedVersion`.
+        """
+
+    @abstractmethod
+    async def import_events(self, events: Sequence[RecordedEvent]) -> int:
+        """Write already-recorded events at their exact positions, all or nothing.
+
+        Events already present (same position, id and content) are skipped; the rest
+        must continue the log without a gap. Returns how many were written.
+        """
+
+    @abstractmethod
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        *,
+        types: Sequence[str] | None = None,
+        stream: str | None = None,
+        upto: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events with position greater than ``after`` (and at most ``upto``), in
+        order, at most ``limit``, optionally only of some types or one stream."""
+
+    @abstractmethod
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """One stream's events from ``from_version`` on, in order."""
+
+    @abstractmethod
+    async def find(self, ids: Sequence[str]) -> list[RecordedEvent]:
+        """The events with these ids that the log holds, in position order."""
+
+    @abstractmethod
+    async def head(self) -> int:
+        """The position of the last event (0 for an empty log)."""
+
+    @abstractmethod
+    async def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 if it does not exist)."""
+
+    @abstractmethod
+    async def streams(self) -> list[str]:
+        """Every stream name, sorted."""
+
+    @abstractmethod
+    async def position_at(self, recorded_at: str) -> int:
+        """The last position whose ``recorded_at`` is at or before the given time."""
+
+    @abstractmethod
+    async def wait_for(self, position: int, timeout: float) -> int:
+        """Wait until the head reaches ``position`` or ``timeout`` seconds pass;
+        return the head."""
+
+    async def iterate(self, after: int = 0, page: int = 1000) -> AsyncIterator[RecordedEvent]:
+        """Every event after ``after``, read in pages."""
+        while True:
+            batch = await self.read_all(after, page)
+            if not batch:
+                return
+            for event in batch:
+                yield event
+            after = batch[-1].position

@@ -1,0 +1,636 @@
+"""The SQLite adapter of the event store: the embedded default.
+
+One writer connection (``isolation_level=None``; every write is ``BEGIN IMMEDIATE``)
+and a few read connections, WAL, ``synchronous=FULL`` by default so an acknowledged
+append survives power loss. Concurrent appends are committed in groups: a single
+writer task takes every append waiting at that moment, checks each on its own (a
+failing one is answered with its error and written not at all), writes the rest in one
+transaction and answers them after one fsync.
+
+aiosqlite costs tens of microseconds per call, so a group is written in a fixed
+handful of calls whatever its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from feedsvc.domain.events import RecordedEvent, ValidEvent, format_recorded_at
+from feedsvc.errors import (
+    DuplicateEventId,
+    ImportFailed,
+    NotAFeedsvcDatabase,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from feedsvc.store.port import AppendResult, EventStore, Expected
+
+APPLICATION_ID = 0x66656564  # "feed"
+
+MIGRATIONS: list[str] = [
+    # 1: the log, append-only in the database itself
+    """
+    CREATE TABLE events (
+        position       INTEGER PRIMARY KEY,
+        id             TEXT    NOT NULL UNIQUE,
+        stream         TEXT    NOT NULL,
+        version        INTEGER NOT NULL CHECK (version >= 1),
+        type           TEXT    NOT NULL,
+        schema_version INTEGER NOT NULL,
+        occurred_at    TEXT    NOT NULL,
+        recorded_at    TEXT    NOT NULL,
+        data           TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL,
+        UNIQUE (stream, version)
+    ) STRICT;
+    CREATE INDEX events_recorded_at ON events (recorded_at);
+    CREATE INDEX events_type ON events (type, position);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'feedsvc events are append-only: UPDATE refused'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'feedsvc events are append-only: DELETE refused'); END;
+    """,
+    # 2: bearer tokens for the HTTP API (only a hash of each secret is kept)
+    """
+    CREATE TABLE tokens (
+        name        TEXT PRIMARY KEY,
+        hash        TEXT NOT NULL UNIQUE,
+        scope       TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    ) STRICT;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = (
+    "position, id, stream, version, type, schema_version, occurred_at, recorded_at, data, metadata"
+)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_MAX_PARAMS = 500
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Request:
+    stream: str
+    events: Sequence[ValidEvent]
+    expected: Expected
+    future: asyncio.Future[AppendResult] = field(repr=False)
+
+
+def _translate(e: BaseException, path: Path) -> StoreError:
+    text = str(e)
+    if isinstance(e, sqlite3.OperationalError) and "locked" in text:
+        return StoreUnavailable(f"database {path} is locked by another process; try again")
+    if isinstance(e, sqlite3.DatabaseError) and "not a database" in text:
+        return NotAFeedsvcDatabase(f"{path} is not a feedsvc database (not SQLite at all)")
+    if isinstance(e, sqlite3.OperationalError) and "readonly" in text:
+        return StoreUnavailable(f"database {path} is read-only: {text}")
+    if isinstance(e, sqlite3.OperationalError) and ("disk" in text or "full" in text):
+        return StoreUnavailable(f"database {path} cannot be written: {text}")
+    if isinstance(e, sqlite3.OperationalError) and "unable to open" in text:
+        return StoreUnavailable(
+            f"cannot open database {path}: check the folder exists and is writable"
+        )
+    return StoreUnavailable(f"database {path}: {text}")
+
+
+class SQLiteEventStore(EventStore):
+    """The event store in one SQLite file."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
+        readers: int = 2,
+        max_group: int = 2000,
+        create: bool = True,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = busy_timeout_ms
+        self.reader_count = max(1, readers)
+        self.max_group = max_group
+        self.create = create
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = 0
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        self._committed = asyncio.Event()
+        self._head = 0
+        self._closing = False
+        self.group_sizes: list[int] = []
+        """Sizes of recent group commits (events), for metrics; trimmed to 1000."""
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if not self.path.parent.is_dir():
+            raise StoreUnavailable(
+                f"cannot open database {self.path}: folder {self.path.parent} does not exist"
+            )
+        if not self.create and not self.path.exists():
+            raise StoreUnavailable(f"no database at {self.path}")
+        try:
+            self._writer = await self._connect(readonly=False)
+            await self._migrate(self._writer)
+            for _ in range(self.reader_count):
+                self._readers.append(await self._connect(readonly=True))
+            self._head = await self._read_head(self._writer)
+        except sqlite3.Error as e:
+            await self.close()
+            raise _translate(e, self.path) from e
+        except StoreError:
+            await self.close()
+            raise
+        self._writer_task = asyncio.create_task(self._write_loop(), name="feedsvc-group-commit")
+
+    async def _connect(self, readonly: bool) -> aiosqlite.Connection:
+        uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
+        conn = await aiosqlite.connect(
+            uri, uri=True, isolation_level=None, timeout=self.busy_timeout_ms / 1000
+        )
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if not readonly:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                await conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA application_id") as cur:
+            app_id = (await cur.fetchone() or (0,))[0]
+        async with conn.execute("PRAGMA user_version") as cur:
+            version = (await cur.fetchone() or (0,))[0]
+        async with conn.execute("SELECT count(*) FROM sqlite_schema") as cur:
+            objects = (await cur.fetchone() or (0,))[0]
+        if app_id != APPLICATION_ID and (app_id != 0 or objects):
+            raise NotAFeedsvcDatabase(
+                f"{self.path} is an SQLite database but not a feedsvc one; "
+                "point data_dir/database at a feedsvc database or a new file"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} has schema version {version}, made by a newer feedsvc; "
+                f"this one knows up to {SCHEMA_VERSION}. Upgrade feedsvc."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for script in MIGRATIONS[version:]:
+                for statement in _statements(script):
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._writer_task is not None:
+            # let every queued append finish before the writer goes away
+            await self._queue.join()
+            async with self._write_lock:
+                self._writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer_task
+            self._writer_task = None
+        for conn in [*self._readers, *([self._writer] if self._writer else [])]:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        self._readers = []
+        self._writer = None
+
+    # -- writing -----------------------------------------------------------------
+
+    async def append(
+        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
+    ) -> AppendResult:
+        if self._writer is None or self._closing:
+            raise StoreUnavailable("the event store is closed")
+        if not events:
+            raise ValueError("append needs at least one event")
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Request(stream, events, expected, future))
+        return await asyncio.shield(future)
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].events)
+            while size < self.max_group and not self._queue.empty():
+                request = self._queue.get_nowait()
+                batch.append(request)
+                size += len(request.events)
+            try:
+                async with self._write_lock:
+                    await self._write_group(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write_group(self, batch: list[_Request]) -> None:
+        assert self._writer is not None
+        conn = self._writer
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes, rows = await self._decide(conn, batch)
+                if rows:
+                    await conn.executemany(_INSERT, rows)
+                await conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, StoreError) as e:
+            error = e if isinstance(e, StoreError) else _translate(e, self.path)
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        except asyncio.CancelledError:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(StoreUnavailable("the event store closed"))
+            raise
+        if rows:
+            self._head = int(rows[-1][0])  # type: ignore[call-overload]
+            self.group_sizes.append(len(rows))
+            del self.group_sizes[:-1000]
+            self._committed.set()
+            self._committed = asyncio.Event()
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if request.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
+
+    async def _decide(
+        self, conn: aiosqlite.Connection, batch: list[_Request]
+    ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
+        async with conn.execute(
+            "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+        ) as cur:
+            last = await cur.fetchone()
+        head = last[0] if last else 0
+        last_recorded = last[1] if last else ""
+        streams = sorted({r.stream for r in batch})
+        versions: dict[str, int] = {}
+        for chunk in _chunks(streams):
+            sql = (
+                "SELECT stream, MAX(version) FROM events WHERE stream IN "
+                f"({','.join('?' * len(chunk))}) GROUP BY stream"
+            )
+            async with conn.execute(sql, chunk) as cur:
+                versions.update({s: v for s, v in await cur.fetchall()})
+        ids = sorted({e.id for r in batch for e in r.events})
+        existing: dict[str, tuple[object, ...]] = {}
+        for chunk in _chunks(ids):
+            sql = (
+                "SELECT id, position, stream, version, type, schema_version, occurred_at, "
+                f"data, recorded_at FROM events WHERE id IN ({','.join('?' * len(chunk))})"
+            )
+            async with conn.execute(sql, chunk) as cur:
+                existing.update({row[0]: tuple(row) for row in await cur.fetchall()})
+
+        now = format_recorded_at(_now())
+        recorded_at = max(now, last_recorded)  # never goes back: as_of is a log prefix
+        outcomes: list[AppendResult | BaseException] = []
+        rows: list[tuple[object, ...]] = []
+        taken: set[str] = set()
+        for request in batch:
+            try:
+                outcome, new_rows = self._decide_one(
+                    request, head, versions, existing, taken, recorded_at
+                )
+            except StoreError as e:
+                outcomes.append(e)
+                continue
+            outcomes.append(outcome)
+            if new_rows:
+                rows.extend(new_rows)
+                head = int(new_rows[-1][0])  # type: ignore[call-overload]
+                versions[request.stream] = outcome.version
+                taken.update(e.id for e in request.events)
+        return outcomes, rows
+
+    def _decide_one(
+        self,
+        request: _Request,
+        head: int,
+        versions: dict[str, int],
+        existing: dict[str, tuple[object, ...]],
+        taken: set[str],
+        recorded_at: str,
+    ) -> tuple[AppendResult, list[tuple[object, ...]]]:
+        stream, events = request.stream, request.events
+        seen = [existing.get(e.id) for e in events]
+        if any(row is not None for row in seen) or any(e.id in taken for e in events):
+            return self._replay(stream, events, seen), []
+        if len({e.id for e in events}) != len(events):
+            dup = next(e.id for i, e in enumerate(events) if e.id in {x.id for x in events[:i]})
+            raise DuplicateEventId(dup)
+        current = versions.get(stream, 0)
+        expected = request.expected
+        if (expected == "no_stream" and current != 0) or (
+            isinstance(expected, int) and expected != current
+        ):
+            raise WrongExpectedVersion(stream, expected, current)
+        rows: list[tuple[object, ...]] = []
+        for offset, event in enumerate(events, start=1):
+            rows.append(
+                (
+                    head + offset,
+                    event.id,
+                    stream,
+                    current + offset,
+                    event.type,
+                    event.schema_version,
+                    event.occurred_at,
+                    recorded_at,
+                    event.data_json,
+                    event.metadata_json,
+                )
+            )
+        return (
+            AppendResult(
+                stream=stream,
+                version=current + len(events),
+                ids=tuple(e.id for e in events),
+                positions=tuple(head + i for i in range(1, len(events) + 1)),
+                recorded_at=recorded_at,
+            ),
+            rows,
+        )
+
+    @staticmethod
+    def _replay(
+        stream: str, events: Sequence[ValidEvent], seen: list[tuple[object, ...] | None]
+    ) -> AppendResult:
+        positions: list[int] = []
+        version = 0
+        recorded_at = ""
+        for event, row in zip(events, seen, strict=True):
+            if row is None:
+                # part of the request is new, part already written: not a replay
+                raise DuplicateEventId(
+                    next(e.id for e, r in zip(events, seen, strict=True) if r is not None)
+                    if any(seen)
+                    else event.id
+                )
+            _, position, r_stream, r_version, r_type, r_schema, r_occurred, r_data, r_rec = row
+            if (r_stream, r_type, r_schema, r_occurred, r_data) != (
+                stream,
+                event.type,
+                event.schema_version,
+                event.occurred_at,
+                event.data_json,
+            ):
+                raise DuplicateEventId(event.id)
+            positions.append(int(position))  # type: ignore[call-overload]
+            version = max(version, int(r_version))  # type: ignore[call-overload]
+            recorded_at = str(r_rec)
+        return AppendResult(
+            stream=stream,
+            version=version,
+            ids=tuple(e.id for e in events),
+            positions=tuple(positions),
+            recorded_at=recorded_at,
+            replayed=True,
+        )
+
+    async def import_events(self, events: Sequence[RecordedEvent]) -> int:
+        if self._writer is None:
+            raise StoreUnavailable("the event store is closed")
+        conn = self._writer
+        async with self._write_lock:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    written = await self._import(conn, events)
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise _translate(e, self.path) from e
+            if written:
+                self._head = await self._read_head(conn)
+                self._committed.set()
+                self._committed = asyncio.Event()
+            return written
+
+    async def _import(self, conn: aiosqlite.Connection, events: Sequence[RecordedEvent]) -> int:
+        head = await self._read_head(conn)
+        rows: list[tuple[object, ...]] = []
+        versions: dict[str, int] = {}
+        for index, event in enumerate(events, start=1):
+            if event.position <= head:
+                async with conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE position = ?", (event.position,)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None or RecordedEvent(*row) != event:
+                    raise ImportFailed(
+                        index,
+                        f"position {event.position} already holds a different event; "
+                        "import into an empty database or export from this one",
+                    )
+                continue
+            expected_position = head + len(rows) + 1
+            if event.position != expected_position:
+                raise ImportFailed(
+                    index, f"position {event.position} leaves a gap: expected {expected_position}"
+                )
+            if event.stream not in versions:
+                async with conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?",
+                    (event.stream,),
+                ) as cur:
+                    row = await cur.fetchone()
+                versions[event.stream] = int(row[0]) if row else 0
+            if event.version != versions[event.stream] + 1:
+                raise ImportFailed(
+                    index,
+                    f"stream {event.stream!r} version {event.version} does not follow "
+                    f"version {versions[event.stream]}",
+                )
+            versions[event.stream] = event.version
+            rows.append(
+                (
+                    event.position,
+                    event.id,
+                    event.stream,
+                    event.version,
+                    event.type,
+                    event.schema_version,
+                    event.occurred_at,
+                    event.recorded_at,
+                    event.data_json,
+                    event.metadata_json,
+                )
+            )
+        if rows:
+            try:
+                await conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError as e:
+                raise ImportFailed(0, f"the file conflicts with the log: {e}") from e
+        return len(rows)
+
+    # -- reading -----------------------------------------------------------------
+
+    def _reader(self) -> aiosqlite.Connection:
+        if not self._readers:
+            raise StoreUnavailable("the event store is closed")
+        self._next_reader = (self._next_reader + 1) % len(self._readers)
+        return self._readers[self._next_reader]
+
+    async def _fetch(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
+        try:
+            async with self._reader().execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as e:
+            raise _translate(e, self.path) from e
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        *,
+        types: Sequence[str] | None = None,
+        stream: str | None = None,
+        upto: int | None = None,
+    ) -> list[RecordedEvent]:
+        where = ["position > ?"]
+        params: list[object] = [after]
+        if upto is not None:
+            where.append("position <= ?")
+            params.append(upto)
+        if stream is not None:
+            where.append("stream = ?")
+            params.append(stream)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            params.extend(types)
+        params.append(limit)
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?",
+            params,
+        )
+        return [RecordedEvent(*row) for row in rows]
+
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? "
+            "ORDER BY version LIMIT ?",
+            (stream, from_version, -1 if limit is None else limit),
+        )
+        return [RecordedEvent(*row) for row in rows]
+
+    async def find(self, ids: Sequence[str]) -> list[RecordedEvent]:
+        found: list[RecordedEvent] = []
+        for chunk in _chunks(sorted(set(ids))):
+            rows = await self._fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.extend(RecordedEvent(*row) for row in rows)
+        return sorted(found, key=lambda e: e.position)
+
+    async def head(self) -> int:
+        rows = await self._fetch("SELECT COALESCE(MAX(position), 0) FROM events")
+        return int(rows[0][0])
+
+    async def _read_head(self, conn: aiosqlite.Connection) -> int:
+        async with conn.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def stream_version(self, stream: str) -> int:
+        rows = await self._fetch(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", (stream,)
+        )
+        return int(rows[0][0])
+
+    async def streams(self) -> list[str]:
+        rows = await self._fetch("SELECT DISTINCT stream FROM events ORDER BY stream")
+        return [str(r[0]) for r in rows]
+
+    async def position_at(self, recorded_at: str) -> int:
+        rows = await self._fetch(
+            "SELECT COALESCE(MAX(position), 0) FROM events WHERE recorded_at <= ?",
+            (recorded_at,),
+        )
+        return int(rows[0][0])
+
+    async def wait_for(self, position: int, timeout: float) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._head >= position:
+                return self._head
+            # another process may append too: look at the file now and then
+            current = await self.head()
+            if current >= position:
+                self._head = max(self._head, current)
+                return current
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return current
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._committed.wait(), min(remaining, 1.0))
+
+    @property
+    def known_head(self) -> int:
+        """The head as of this process's last commit (no database call)."""
+        return self._head
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements, keeping trigger bodies whole."""
+    out: list[str] = []
+    buf = ""
+    for line in script.strip().splitlines():
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), _MAX_PARAMS):
+        yield items[i : i + _MAX_PARAMS]

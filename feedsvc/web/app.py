@@ -1,0 +1,102 @@
+"""The aiohttp application: ``create_app(settings)`` and ``serve(settings)``.
+
+Every resource lives in its own ``cleanup_ctx`` (database, projections and their
+scheduler), so start-up and shutdown mirror each other; every route is listed in
+:mod:`feedsvc.web.routes`; errors become answers in one middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+from aiohttp import web
+
+from feedsvc.cli_support import import_seed_if_empty, make_store
+from feedsvc.errors import FeedsvcError
+from feedsvc.service import StoryService
+from feedsvc.settings import Settings
+from feedsvc.web import routes
+from feedsvc.web.keys import SERVICE, SETTINGS, STORE
+from feedsvc.web.problems import problem, problem_for
+
+log = logging.getLogger("feedsvc.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn feedsvc errors and unknown routes into problem+json answers."""
+    try:
+        return await handler(request)
+    except FeedsvcError as e:
+        return problem_for(e)
+    except web.HTTPException as e:
+        if e.status >= 400 and e.content_type != "application/problem+json" and not e.text:
+            return problem(e.status, e.reason, e.reason, headers=dict(e.headers))
+        if e.status in (404, 405) and e.content_type == "text/plain":
+            return problem(
+                e.status,
+                e.reason,
+                f"{request.method} {request.path}: {e.reason.lower()}",
+                headers={k: v for k, v in e.headers.items() if k == "Allow"},
+            )
+        raise
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = make_store(settings, create=True)
+    await store.open()
+    try:
+        await import_seed_if_empty(settings, store)
+        app[STORE] = store
+        app[SERVICE] = StoryService(store, future_skew=timedelta(seconds=settings.future_skew_s))
+        yield
+    finally:
+        await store.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole service as an aiohttp application."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_store_ctx)
+    routes.setup(app)
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Run the service until SIGTERM or SIGINT; finish what is in flight, then stop."""
+    logging.basicConfig(level=settings.log_level.upper())
+    settings.data_dir.mkdir(exist_ok=True) if settings.data_dir.parent.is_dir() else None
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise FeedsvcError(
+            f"cannot listen on {settings.http_host}:{settings.http_port}: {e.strerror}"
+        ) from e
+    log.info("feedsvc listening on http://%s:%s/", settings.http_host, settings.http_port)
+    print(
+        f"feedsvc: serving {settings.public_base_url}/ "
+        f"(listening on {settings.http_host}:{settings.http_port}); Ctrl-C to stop",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("feedsvc stopping: finishing requests in flight")
+        await runner.cleanup()

@@ -1,0 +1,155 @@
+"""The event store contract: every adapter must pass this against a real database.
+
+Subclass :class:`EventStoreContract` and provide the ``store`` fixture (an opened,
+empty store) and ``reopen`` (close it and open the same database again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
+from feedsvc.errors import DuplicateEventId, ImportFailed, WrongExpectedVersion
+from feedsvc.store.port import EventStore
+from tests.conftest import opened, reported
+
+
+def valid(raw: dict[str, Any], event_id: str | None = None) -> ValidEvent:
+    """Validate a raw event, optionally with a fixed id."""
+    return validate_new_event({**raw, "id": event_id} if event_id else raw)
+
+
+class EventStoreContract:
+    """Behaviour every EventStore adapter must show."""
+
+    async def test_append_assigns_gapless_positions_and_versions(self, store: EventStore) -> None:
+        a = await store.append("a", [valid(opened("a")), valid(reported("d1"))], "no_stream")
+        b = await store.append("b", [valid(opened("b"))])
+        c = await store.append("a", [valid(reported("d2"))], 2)
+        assert (a.positions, a.version) == ((1, 2), 2)
+        assert (b.positions, b.version) == ((3,), 1)
+        assert (c.positions, c.version) == ((4,), 3)
+        assert await store.head() == 4
+        events = await store.read_all(0, 100)
+        assert [e.position for e in events] == [1, 2, 3, 4]
+        assert [(e.stream, e.version) for e in events] == [("a", 1), ("a", 2), ("b", 1), ("a", 3)]
+
+    async def test_recorded_at_never_goes_back(self, store: EventStore) -> None:
+        for i in range(5):
+            await store.append(f"s{i}", [valid(opened(f"s{i}"))])
+        stamps = [e.recorded_at for e in await store.read_all(0, 10)]
+        assert stamps == sorted(stamps)
+        assert all(s.endswith("Z") for s in stamps)
+
+    async def test_expected_version_is_enforced(self, store: EventStore) -> None:
+        await store.append("a", [valid(opened("a"))], "no_stream")
+        with pytest.raises(WrongExpectedVersion) as info:
+            await store.append("a", [valid(reported("d1"))], 5)
+        assert info.value.current == 1
+        with pytest.raises(WrongExpectedVersion):
+            await store.append("a", [valid(reported("d1"))], "no_stream")
+        assert await store.head() == 1
+
+    async def test_a_batch_is_atomic(self, store: EventStore) -> None:
+        await store.append("a", [valid(opened("a"))])
+        first = valid(reported("d1"))
+        with pytest.raises(DuplicateEventId):
+            await store.append("a", [first, valid(reported("d2"), first.id)])
+        assert await store.head() == 1
+
+    async def test_replay_returns_the_original_result(self, store: EventStore) -> None:
+        event_id = str(uuid.uuid4())
+        events = [valid(opened("a"), event_id)]
+        first = await store.append("a", events)
+        again = await store.append("a", events, "no_stream")
+        assert again.replayed and not first.replayed
+        assert (again.positions, again.version) == (first.positions, first.version)
+        assert await store.head() == 1
+
+    async def test_reused_id_with_other_content_is_a_conflict(self, store: EventStore) -> None:
+        event_id = str(uuid.uuid4())
+        await store.append("a", [valid(opened("a"), event_id)])
+        with pytest.raises(DuplicateEventId) as info:
+            await store.append("a", [valid(opened("a", title="Other"), event_id)])
+        assert event_id in str(info.value)
+
+    async def test_concurrent_appends_are_grouped_and_each_checked(self, store: EventStore) -> None:
+        await store.append("a", [valid(opened("a"))])
+        results = await asyncio.gather(
+            *[store.append("a", [valid(reported(f"d{i}"))], 1) for i in range(20)],
+            return_exceptions=True,
+        )
+        wins = [r for r in results if not isinstance(r, BaseException)]
+        losses = [r for r in results if isinstance(r, WrongExpectedVersion)]
+        assert len(wins) == 1 and len(losses) == 19
+        assert await store.stream_version("a") == 2
+
+    async def test_many_writers_leave_no_gap(self, store: EventStore) -> None:
+        async def writer(n: int) -> None:
+            await store.append(f"w{n}", [valid(opened(f"w{n}"))])
+            for i in range(10):
+                await store.append(f"w{n}", [valid(reported(f"d{i}"))])
+
+        await asyncio.gather(*[writer(n) for n in range(16)])
+        events = await store.read_all(0, 1000)
+        assert [e.position for e in events] == list(range(1, 16 * 11 + 1))
+        for n in range(16):
+            versions = [e.version for e in events if e.stream == f"w{n}"]
+            assert versions == list(range(1, 12))
+
+    async def test_reads(self, store: EventStore) -> None:
+        await store.append("a", [valid(opened("a")), valid(reported("d1"))])
+        await store.append("b", [valid(opened("b"))])
+        await store.append("a", [valid(reported("d2"))])
+        stream = await store.read_stream("a", 2)
+        assert [e.version for e in stream] == [2, 3]
+        only = await store.read_all(0, 10, types=["story.opened"])
+        assert [e.stream for e in only] == ["a", "b"]
+        assert [e.position for e in await store.read_all(1, 2)] == [2, 3]
+        assert [e.position for e in await store.read_all(0, 10, upto=2)] == [1, 2]
+        assert await store.streams() == ["a", "b"]
+        assert await store.stream_version("nope") == 0
+        found = await store.find([stream[0].id, str(uuid.uuid4())])
+        assert [e.id for e in found] == [stream[0].id]
+
+    async def test_position_at_maps_a_time_to_a_log_prefix(self, store: EventStore) -> None:
+        await store.append("a", [valid(opened("a"))])
+        await store.append("b", [valid(opened("b"))])
+        events = await store.read_all(0, 10)
+        assert await store.position_at("1999-01-01T00:00:00.000000Z") == 0
+        assert await store.position_at(events[-1].recorded_at) == 2
+
+    async def test_wait_for_wakes_on_append(self, store: EventStore) -> None:
+        waiter = asyncio.create_task(store.wait_for(1, timeout=10))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await store.append("a", [valid(opened("a"))])
+        assert await asyncio.wait_for(waiter, 5) == 1
+        assert await store.wait_for(5, timeout=0.05) == 1
+
+    async def test_import_round_trips_exactly_and_is_idempotent(
+        self, store: EventStore, seed_events: list[RecordedEvent]
+    ) -> None:
+        assert await store.import_events(seed_events) == len(seed_events)
+        assert await store.import_events(seed_events) == 0
+        assert await store.read_all(0, 1000) == seed_events
+
+    async def test_import_refuses_a_gap_and_writes_nothing(
+        self, store: EventStore, seed_events: list[RecordedEvent]
+    ) -> None:
+        with pytest.raises(ImportFailed) as info:
+            await store.import_events([*seed_events[:3], *seed_events[4:]])
+        assert info.value.line == 4
+        assert await store.head() == 0
+
+    async def test_data_survives_reopen_byte_for_byte(self, store: EventStore, reopen: Any) -> None:
+        event = valid(reported("d1", body="Ünïcode — “quotes” 🗞️"))
+        await store.append("a", [valid(opened("a")), event])
+        store2: EventStore = await reopen()
+        [_, back] = await store2.read_all(0, 10)
+        assert back.data_json == event.data_json
+        assert back.data["body"] == "Ünïcode — “quotes” 🗞️"

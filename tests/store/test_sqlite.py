@@ -1,0 +1,146 @@
+"""The SQLite adapter passes the store contract, and keeps the log safe in the file."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from feedsvc.domain.events import RecordedEvent
+from feedsvc.errors import NotAFeedsvcDatabase, SchemaTooNew, StoreUnavailable
+from feedsvc.ndjson import read_ndjson
+from feedsvc.store.port import EventStore
+from feedsvc.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteEventStore, _statements
+from tests.conftest import SEED, opened
+from tests.store.contract import EventStoreContract, valid
+
+
+@pytest.fixture
+def seed_events() -> list[RecordedEvent]:
+    """The seed story's events as exported."""
+    return read_ndjson(SEED)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteEventStore]:
+    """An open, empty SQLite store."""
+    s = SQLiteEventStore(tmp_path / "log.sqlite3")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def reopen(
+    store: SQLiteEventStore, tmp_path: Path
+) -> AsyncIterator[Callable[[], Awaitable[EventStore]]]:
+    """Close the store and open the same file again."""
+    opened_again: list[SQLiteEventStore] = []
+
+    async def _reopen() -> EventStore:
+        await store.close()
+        again = SQLiteEventStore(tmp_path / "log.sqlite3")
+        await again.open()
+        opened_again.append(again)
+        return again
+
+    yield _reopen
+    for s in opened_again:
+        await s.close()
+
+
+class TestSQLiteContract(EventStoreContract):
+    """The contract, against a real SQLite file."""
+
+
+async def test_the_database_itself_refuses_update_and_delete(store: SQLiteEventStore) -> None:
+    await store.append("a", [valid(opened("a"))])
+    with sqlite3.connect(store.path) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE events SET data = '{}'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM events")
+    assert len(await store.read_all(0, 10)) == 1
+
+
+async def test_wal_and_full_sync_by_default(store: SQLiteEventStore) -> None:
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.synchronous == "FULL"
+
+
+async def test_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
+    s = SQLiteEventStore(tmp_path / "nope" / "log.sqlite3")
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        await s.open()
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(NotAFeedsvcDatabase, match="not a feedsvc database"):
+        await SQLiteEventStore(path).open()
+
+
+async def test_another_apps_sqlite_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    with pytest.raises(NotAFeedsvcDatabase, match="not a feedsvc one"):
+        await SQLiteEventStore(path).open()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite3"
+    s = SQLiteEventStore(path)
+    await s.open()
+    await s.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNew, match="newer feedsvc"):
+        await SQLiteEventStore(path).open()
+
+
+async def test_an_older_schema_is_migrated_keeping_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for statement in _statements(MIGRATIONS[0]):
+            conn.execute(statement)
+        conn.execute("PRAGMA application_id = 1717921124")
+        conn.execute("PRAGMA user_version = 1")
+        event = valid(opened("a"))
+        conn.execute(
+            "INSERT INTO events VALUES (1, ?, 'a', 1, 'story.opened', 1, '2017', "
+            "'2017-10-12T00:00:00.000000Z', ?, '{}')",
+            (event.id, event.data_json),
+        )
+    s = SQLiteEventStore(path)
+    await s.open()
+    try:
+        assert await s.head() == 1
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
+        assert "tokens" in tables
+    finally:
+        await s.close()
+
+
+async def test_locked_database_is_unavailable_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite3"
+    s = SQLiteEventStore(path, busy_timeout_ms=100)
+    await s.open()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await s.append("a", [valid(opened("a"))])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    # and it recovers once the lock is gone
+    result = await s.append("a", [valid(opened("a"))])
+    assert result.positions == (1,)
+    await s.close()
