@@ -15,6 +15,7 @@ from feedsvc.store.sqlite import SQLiteEventStore
 REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "events" / "seed" / "ct-doj-1373.ndjson"
 SEED_STREAM = "ct-doj-section-1373-compliance"
+JSONFEED_SCHEMA = REPO / "tests" / "data" / "jsonfeed-schema-v1.1.json"
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from feedsvc.errors import FieldProblem, ValidationFailed
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 _SLUG_RE = re.compile(SLUG_PATTERN)
-_XML_ILLEGAL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_XML_ILLEGAL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class Precision(StrEnum):
@@ -549,12 +549,7 @@ def validate_new_event(raw: Any, prefix: str = "") -> ValidEvent:
 
 def strip_xml_illegal(text: str) -> str:
     """Remove characters XML 1.0 cannot carry (controls, lone surrogates, U+FFFE/F)."""
-    text = _XML_ILLEGAL_RE.sub("", text)
-    return text.encode("utf-8", "ignore").decode("utf-8") if _has_surrogate(text) else text
-
-
-def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= c <= "\udfff" for c in text)
+    return _XML_ILLEGAL_RE.sub("", text)
 
 
 def is_slug(value: str) -> bool:

@@ -17,10 +17,11 @@ from aiohttp import web
 
 from feedsvc.cli_support import import_seed_if_empty, make_store
 from feedsvc.errors import FeedsvcError
+from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
 from feedsvc.web import routes
-from feedsvc.web.keys import SERVICE, SETTINGS, STORE
+from feedsvc.web.keys import PROJECTIONS, SERVICE, SETTINGS, STORE
 from feedsvc.web.problems import problem, problem_for
 
 log = logging.getLogger("feedsvc.web")
@@ -50,6 +51,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    if settings.data_dir.parent.is_dir():
+        settings.data_dir.mkdir(exist_ok=True)  # created on first start
     store = make_store(settings, create=True)
     await store.open()
     try:
@@ -61,11 +64,22 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _projections_ctx(app: web.Application) -> AsyncIterator[None]:
+    runner = ProjectionRunner(app[STORE], app[SETTINGS])
+    await runner.start()
+    app[PROJECTIONS] = runner
+    try:
+        yield
+    finally:
+        await runner.stop()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole service as an aiohttp application."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_projections_ctx)
     routes.setup(app)
     return app
 
@@ -73,7 +87,6 @@ def create_app(settings: Settings) -> web.Application:
 async def serve(settings: Settings) -> None:
     """Run the service until SIGTERM or SIGINT; finish what is in flight, then stop."""
     logging.basicConfig(level=settings.log_level.upper())
-    settings.data_dir.mkdir(exist_ok=True) if settings.data_dir.parent.is_dir() else None
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -1,0 +1,1 @@
+"""Read projections: the log folded into stories, timelines and rendered documents."""

@@ -1,0 +1,506 @@
+"""The projector: folds events into the read model and renders what they changed.
+
+Synchronous by design: the runner hands it a batch of events in a worker thread, and
+it applies the whole batch in one transaction that also records the position reached,
+so a crash mid-batch leaves the previous batch's state and position, and the batch is
+simply applied again.
+
+Nothing here reads the wall clock: every time in a document comes from the events, so
+the same log always gives the same bytes.
+
+How feeds are paged (RFC 5005): every development that enters a scope takes the next
+*ordinal* of that scope. Archive page ``k`` holds ordinals ``(k-1)·N+1 … k·N`` and is
+rendered once, at the event that fills it, with the entries as they were then: it never
+changes afterwards. The subscription document holds the ``N`` entries touched most
+recently (reported, quoted, corrected or retracted), so a correction to an old entry
+reaches subscribers with its ``updated`` bumped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from feedsvc.domain.events import RecordedEvent, slugify
+from feedsvc.domain.story import Development, Story
+from feedsvc.projections.documents import Document
+from feedsvc.projections.readmodel import PROJECTION_VERSIONS
+from feedsvc.rendering.feeds import render
+from feedsvc.rendering.model import EntryView, FeedFormat, FeedView, Scope, ScopeKind, Urls
+from feedsvc.rendering.pages import render_index, render_story, render_topic
+
+ALL = Scope(ScopeKind.ALL)
+HTML = "text/html; charset=utf-8"
+_DEV_EVENTS = frozenset({"quote.attributed", "development.corrected", "development.retracted"})
+
+
+def story_scope(slug: str) -> Scope:
+    """The scope of one story."""
+    return Scope(ScopeKind.STORY, slug)
+
+
+def topic_scope(label: str) -> Scope:
+    """The scope of one topic, by its label."""
+    return Scope(ScopeKind.TOPIC, slugify(label))
+
+
+@dataclass
+class _Batch:
+    """What one batch loaded and changed."""
+
+    stories: dict[str, Story] = field(default_factory=dict)
+    dirty_stories: set[str] = field(default_factory=set)
+    dirty_devs: set[tuple[str, str]] = field(default_factory=set)
+    scopes: dict[Scope, tuple[str, str, int]] = field(default_factory=dict)
+    """scope → (label, updated_at, entry count), for scopes loaded or changed."""
+    dirty_scopes: set[Scope] = field(default_factory=set)
+    memberships: dict[tuple[str, str], set[Scope]] = field(default_factory=dict)
+
+
+@dataclass
+class Changes:
+    """Which scopes and stories need their documents rendered again."""
+
+    scopes: set[Scope] = field(default_factory=set)
+    stories: set[str] = field(default_factory=set)
+    index: bool = False
+    paths: set[str] = field(default_factory=set)
+
+    def merge(self, other: Changes) -> None:
+        """Add another batch's changes."""
+        self.scopes |= other.scopes
+        self.stories |= other.stories
+        self.index = self.index or other.index
+        self.paths |= other.paths
+
+
+class Projector:
+    """Applies events to one read model connection."""
+
+    def __init__(self, conn: sqlite3.Connection, urls: Urls, feed_size: int = 50) -> None:
+        self.conn = conn
+        self.urls = urls
+        self.feed_size = feed_size
+
+    # -- the public surface ------------------------------------------------------
+
+    def position(self) -> int:
+        """The last position applied (0 for a new read model)."""
+        row = self.conn.execute("SELECT MIN(position) FROM projections").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def apply(self, events: list[RecordedEvent], *, render_now: bool = True) -> Changes:
+        """Apply a batch in one transaction, with the position it reaches.
+
+        With ``render_now`` the changed subscription documents and pages are rendered
+        in the same transaction; a rebuild passes ``False`` and calls
+        :meth:`render_changes` once at the end, which gives the same bytes.
+        """
+        if not events:
+            return Changes()
+        start = self.position()
+        events = [e for e in events if e.position > start]
+        if not events:
+            return Changes()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            batch = _Batch()
+            changes = Changes()
+            for event in events:
+                self._apply(batch, event, changes)
+            self._flush(batch)
+            if render_now:
+                self._render(changes)
+            self._set_position(events[-1].position)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return changes
+
+    def render_changes(self, changes: Changes) -> None:
+        """Render the documents of ``changes`` from the current state, in one transaction."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._render(changes)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    # -- folding -----------------------------------------------------------------
+
+    def _set_position(self, position: int) -> None:
+        self.conn.executemany(
+            "INSERT INTO projections (name, version, position) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET version = excluded.version, "
+            "position = excluded.position",
+            [(name, version, position) for name, version in PROJECTION_VERSIONS.items()],
+        )
+
+    def _story(self, batch: _Batch, slug: str) -> Story | None:
+        if slug not in batch.stories:
+            row = self.conn.execute("SELECT header FROM stories WHERE slug = ?", (slug,)).fetchone()
+            if row is None:
+                return None
+            batch.stories[slug] = Story.model_validate_json(row[0])
+        return batch.stories[slug]
+
+    def _load_dev(self, story: Story, dev_id: str) -> Development | None:
+        if dev_id not in story.developments:
+            row = self.conn.execute(
+                "SELECT state FROM developments WHERE slug = ? AND development_id = ?",
+                (story.slug, dev_id),
+            ).fetchone()
+            if row is None:
+                return None
+            story.developments[dev_id] = Development.model_validate_json(row[0])
+        return story.developments[dev_id]
+
+    def _apply(self, batch: _Batch, event: RecordedEvent, changes: Changes) -> None:
+        slug = event.stream
+        if event.type == "story.opened":
+            story = Story.open(event)
+            batch.stories[slug] = story
+            batch.dirty_stories.add(slug)
+            changes.index = True
+            changes.stories.add(slug)
+            self._touch_scope(batch, story_scope(slug), story.title, event, changes)
+            for label in story.topics:
+                self._touch_scope(batch, topic_scope(label), label, event, changes)
+            self._touch_scope(batch, ALL, "All stories", event, changes)
+            return
+        found = self._story(batch, slug)
+        if found is None:
+            return  # events of a stream that was never opened carry no story
+        story = found
+        dev_id = event.data.get("development_id") if event.type in _DEV_EVENTS else None
+        if dev_id is not None and self._load_dev(story, dev_id) is None:
+            return
+        touched = story.apply(event)
+        batch.dirty_stories.add(slug)
+        changes.stories.add(slug)
+        changes.index = True
+        if event.type == "story.retitled":
+            for scope in self._story_scopes(batch, story):
+                self._touch_scope(batch, scope, None, event, changes)
+        if event.type == "story.retagged":
+            for label in story.topics:
+                self._touch_scope(batch, topic_scope(label), label, event, changes)
+            for dev in self._all_devs(story):
+                self._join_scopes(batch, story, dev, event, changes)
+        for touched_id in touched:
+            dev = story.developments[touched_id]
+            batch.dirty_devs.add((slug, touched_id))
+            self._join_scopes(batch, story, dev, event, changes)
+            self.conn.execute(
+                "UPDATE scope_entries SET touched = ? WHERE slug = ? AND development_id = ?",
+                (event.position, slug, touched_id),
+            )
+            for scope in self._memberships(batch, slug, touched_id):
+                self._touch_scope(batch, scope, None, event, changes)
+
+    def _all_devs(self, story: Story) -> list[Development]:
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT development_id FROM developments WHERE slug = ? ORDER BY reported_position",
+                (story.slug,),
+            )
+        ]
+        for dev_id in ids:
+            self._load_dev(story, dev_id)
+        return sorted(story.developments.values(), key=lambda d: d.reported_position)
+
+    def _story_scopes(self, batch: _Batch, story: Story) -> set[Scope]:
+        scopes = {story_scope(story.slug), ALL}
+        scopes |= {topic_scope(t) for t in story.topics}
+        for dev_scopes in (
+            self._memberships(batch, story.slug, dev_id) for dev_id in story.developments
+        ):
+            scopes |= dev_scopes
+        return scopes
+
+    def _memberships(self, batch: _Batch, slug: str, dev_id: str) -> set[Scope]:
+        key = (slug, dev_id)
+        if key not in batch.memberships:
+            rows = self.conn.execute(
+                "SELECT scope FROM scope_entries WHERE slug = ? AND development_id = ?", key
+            )
+            batch.memberships[key] = {Scope.from_name(r[0]) for r in rows}
+        return batch.memberships[key]
+
+    def _join_scopes(
+        self,
+        batch: _Batch,
+        story: Story,
+        dev: Development,
+        event: RecordedEvent,
+        changes: Changes,
+    ) -> None:
+        """Enter ``dev`` into every scope it belongs to and is not in yet."""
+        wanted = [story_scope(story.slug), ALL]
+        labels = {story_scope(story.slug): story.title, ALL: "All stories"}
+        for label in [*story.topics, *dev.topics]:
+            scope = topic_scope(label)
+            if scope not in labels:
+                wanted.append(scope)
+                labels[scope] = label
+        current = self._memberships(batch, story.slug, dev.development_id)
+        for scope in wanted:
+            if scope in current:
+                continue
+            label, _, count = self._scope(batch, scope, labels[scope], event)
+            ordinal = count + 1
+            self.conn.execute(
+                "INSERT INTO scope_entries (scope, slug, development_id, ordinal, touched) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (scope.name, story.slug, dev.development_id, ordinal, event.position),
+            )
+            current.add(scope)
+            batch.scopes[scope] = (label, event.recorded_at, ordinal)
+            batch.dirty_scopes.add(scope)
+            changes.scopes.add(scope)
+            if ordinal % self.feed_size == 0:
+                changes.paths |= self._render_archive(batch, scope, ordinal // self.feed_size)
+
+    def _scope(
+        self, batch: _Batch, scope: Scope, label: str | None, event: RecordedEvent
+    ) -> tuple[str, str, int]:
+        if scope not in batch.scopes:
+            row = self.conn.execute(
+                "SELECT label, updated_at, entries FROM scopes WHERE scope = ?", (scope.name,)
+            ).fetchone()
+            batch.scopes[scope] = (
+                (str(row[0]), str(row[1]), int(row[2]))
+                if row
+                else (label or scope.key, event.recorded_at, 0)
+            )
+        return batch.scopes[scope]
+
+    def _touch_scope(
+        self,
+        batch: _Batch,
+        scope: Scope,
+        label: str | None,
+        event: RecordedEvent,
+        changes: Changes,
+    ) -> None:
+        old_label, _, count = self._scope(batch, scope, label, event)
+        if scope.kind is ScopeKind.STORY:
+            story = batch.stories.get(scope.key)
+            label = story.title if story else old_label
+        batch.scopes[scope] = (label or old_label, event.recorded_at, count)
+        batch.dirty_scopes.add(scope)
+        changes.scopes.add(scope)
+
+    def _flush(self, batch: _Batch) -> None:
+        self.conn.executemany(
+            "INSERT INTO developments (slug, development_id, occurred_start, "
+            "reported_position, state) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (slug, development_id) DO UPDATE SET "
+            "occurred_start = excluded.occurred_start, state = excluded.state",
+            [
+                (
+                    slug,
+                    dev_id,
+                    dev.occurred_start,
+                    dev.reported_position,
+                    dev.model_dump_json(),
+                )
+                for slug, dev_id in sorted(batch.dirty_devs)
+                for dev in [batch.stories[slug].developments[dev_id]]
+            ],
+        )
+        rows = []
+        for slug in sorted(batch.dirty_stories):
+            story = batch.stories[slug]
+            latest = self.conn.execute(
+                "SELECT development_id FROM developments WHERE slug = ? "
+                "ORDER BY occurred_start DESC, reported_position DESC LIMIT 1",
+                (slug,),
+            ).fetchone()
+            rows.append(
+                (
+                    slug,
+                    story.model_dump_json(exclude={"developments"}),
+                    latest[0] if latest else None,
+                )
+            )
+        self.conn.executemany(
+            "INSERT INTO stories (slug, header, latest) VALUES (?, ?, ?) "
+            "ON CONFLICT (slug) DO UPDATE SET header = excluded.header, latest = excluded.latest",
+            rows,
+        )
+        self.conn.executemany(
+            "INSERT INTO scopes (scope, label, updated_at, entries) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (scope) DO UPDATE SET label = excluded.label, "
+            "updated_at = excluded.updated_at, entries = excluded.entries",
+            [
+                (scope.name, *batch.scopes[scope])
+                for scope in sorted(batch.dirty_scopes, key=lambda s: s.name)
+            ],
+        )
+
+    # -- rendering ---------------------------------------------------------------
+
+    def _entries(self, batch: _Batch | None, pairs: Iterable[tuple[str, str]]) -> list[EntryView]:
+        """Entry views, taking unflushed state from the batch when it has it."""
+        views: list[EntryView] = []
+        headers: dict[str, Story] = {}
+        for slug, dev_id in pairs:
+            story = batch.stories.get(slug) if batch else None
+            dev = story.developments.get(dev_id) if story else None
+            if story is None:
+                if slug not in headers:
+                    row = self.conn.execute(
+                        "SELECT header FROM stories WHERE slug = ?", (slug,)
+                    ).fetchone()
+                    headers[slug] = Story.model_validate_json(row[0])
+                story = headers[slug]
+            if dev is None:
+                row = self.conn.execute(
+                    "SELECT state FROM developments WHERE slug = ? AND development_id = ?",
+                    (slug, dev_id),
+                ).fetchone()
+                dev = Development.model_validate_json(row[0])
+            views.append(EntryView(story, dev))
+        return views
+
+    def _feed_meta(self, scope: Scope, label: str) -> tuple[str, str]:
+        if scope.kind is ScopeKind.STORY:
+            row = self.conn.execute(
+                "SELECT header FROM stories WHERE slug = ?", (scope.key,)
+            ).fetchone()
+            story = Story.model_validate_json(row[0])
+            return story.title, story.summary
+        if scope.kind is ScopeKind.TOPIC:
+            return f"Topic: {label}", f"Every development tagged {label}, newest first."
+        return "All stories", "Every development of every story, newest first."
+
+    def _put(self, docs: Iterable[Document]) -> set[str]:
+        docs = list(docs)
+        self.conn.executemany(
+            "INSERT INTO documents (path, content_type, body, gzip, br, etag, last_modified) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+            "content_type = excluded.content_type, body = excluded.body, "
+            "gzip = excluded.gzip, br = excluded.br, etag = excluded.etag, "
+            "last_modified = excluded.last_modified",
+            [(d.path, d.content_type, d.body, d.gzip, d.br, d.etag, d.last_modified) for d in docs],
+        )
+        return {d.path for d in docs}
+
+    def _feed_docs(self, view: FeedView, updated: str) -> list[Document]:
+        return [
+            Document.make(
+                self.urls.feed_path(view.scope, fmt, view.archive),
+                fmt.content_type,
+                render(view, fmt),
+                updated,
+            )
+            for fmt in FeedFormat
+        ]
+
+    def _render_archive(self, batch: _Batch, scope: Scope, page: int) -> set[str]:
+        label, updated, count = batch.scopes[scope]
+        low = (page - 1) * self.feed_size + 1
+        pairs = self.conn.execute(
+            "SELECT slug, development_id FROM scope_entries "
+            "WHERE scope = ? AND ordinal BETWEEN ? AND ? ORDER BY ordinal DESC",
+            (scope.name, low, page * self.feed_size),
+        ).fetchall()
+        title, subtitle = self._archive_meta(batch, scope, label)
+        view = FeedView(
+            scope=scope,
+            title=title,
+            subtitle=subtitle,
+            updated=updated,
+            entries=self._entries(batch, pairs),
+            urls=self.urls,
+            archive=page,
+            archive_count=count // self.feed_size,
+        )
+        return self._put(self._feed_docs(view, updated))
+
+    def _archive_meta(self, batch: _Batch, scope: Scope, label: str) -> tuple[str, str]:
+        if scope.kind is ScopeKind.STORY and scope.key in batch.stories:
+            story = batch.stories[scope.key]
+            return story.title, story.summary
+        return self._feed_meta(scope, label)
+
+    def _render(self, changes: Changes) -> None:
+        for scope in sorted(changes.scopes):
+            changes.paths |= self._render_feed(scope)
+        if changes.index:
+            changes.paths |= self._render_index()
+        for slug in sorted(changes.stories):
+            changes.paths |= self._render_story(slug)
+        for scope in sorted(changes.scopes):
+            if scope.kind is ScopeKind.TOPIC:
+                changes.paths |= self._render_topic(scope)
+
+    def _scope_row(self, scope: Scope) -> tuple[str, str, int]:
+        row = self.conn.execute(
+            "SELECT label, updated_at, entries FROM scopes WHERE scope = ?", (scope.name,)
+        ).fetchone()
+        return (str(row[0]), str(row[1]), int(row[2]))
+
+    def _top(self, scope: Scope) -> list[EntryView]:
+        pairs = self.conn.execute(
+            "SELECT slug, development_id FROM scope_entries WHERE scope = ? "
+            "ORDER BY touched DESC, ordinal DESC LIMIT ?",
+            (scope.name, self.feed_size),
+        ).fetchall()
+        return self._entries(None, pairs)
+
+    def _render_feed(self, scope: Scope) -> set[str]:
+        label, updated, count = self._scope_row(scope)
+        title, subtitle = self._feed_meta(scope, label)
+        view = FeedView(
+            scope=scope,
+            title=title,
+            subtitle=subtitle,
+            updated=updated,
+            entries=self._top(scope),
+            urls=self.urls,
+            archive=None,
+            archive_count=count // self.feed_size,
+        )
+        return self._put(self._feed_docs(view, updated))
+
+    def _render_index(self) -> set[str]:
+        stories: list[Story] = []
+        updated = ""
+        for header, latest in self.conn.execute(
+            "SELECT header, latest FROM stories ORDER BY slug"
+        ).fetchall():
+            story = Story.model_validate_json(header)
+            if latest is not None:
+                self._load_dev(story, latest)
+            stories.append(story)
+            updated = max(updated, story.updated_at)
+        topics = sorted(
+            (scope[len("topics/") :], label)
+            for scope, label in self.conn.execute(
+                "SELECT scope, label FROM scopes WHERE scope LIKE 'topics/%'"
+            )
+        )
+        body = render_index(stories, self.urls, topics)
+        return self._put([Document.make("/", HTML, body, updated)])
+
+    def _render_story(self, slug: str) -> set[str]:
+        row = self.conn.execute("SELECT header FROM stories WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            return set()
+        story = Story.model_validate_json(row[0])
+        self._all_devs(story)
+        body = render_story(story, self.urls)
+        path = self.urls.story_page(slug)[len(self.urls.base) :]
+        return self._put([Document.make(path, HTML, body, story.updated_at)])
+
+    def _render_topic(self, scope: Scope) -> set[str]:
+        label, updated, _ = self._scope_row(scope)
+        body = render_topic(scope.key, label, self._top(scope), self.urls)
+        path = self.urls.topic_page(scope.key)[len(self.urls.base) :]
+        return self._put([Document.make(path, HTML, body, updated)])

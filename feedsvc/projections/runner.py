@@ -1,0 +1,372 @@
+"""The projection runner: APScheduler jobs that keep the read model current.
+
+* **catch-up** applies new events in order. An append wakes it at once (a waker task
+  follows the store's commits), and an interval run is the safety net for appends made
+  by another process. It never overlaps itself: a wake while it runs makes it loop once
+  more instead.
+* **rebuild** folds the whole log into a fresh read model generation while the current
+  one keeps serving, catches it up, then swaps it in atomically (a pointer file replaced
+  with ``os.replace``). It runs on a configurable cron, on ``feedsvc rebuild``, and on
+  start when a projection's version changed.
+
+Serving reads go through :meth:`ProjectionRunner.document`: an in-memory LRU of
+precomputed documents in front of the read model file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from feedsvc.domain.events import RecordedEvent, format_recorded_at
+from feedsvc.projections.documents import Document
+from feedsvc.projections.projector import Changes, Projector
+from feedsvc.projections.readmodel import ReadModel, connect
+from feedsvc.rendering.model import Urls
+from feedsvc.settings import Settings
+from feedsvc.store.port import EventStore
+
+log = logging.getLogger("feedsvc.projections")
+
+BATCH = 1000
+_GENERATION = re.compile(r"^gen-(\d+)\.sqlite3$")
+_STORY_PATH = re.compile(r"^/(?:feeds/)?stories/([a-z0-9-]+)(?:[./]|$)")
+
+
+class DocumentCache:
+    """A byte-bounded LRU of documents by path."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._docs: OrderedDict[str, Document] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, path: str) -> Document | None:
+        """The cached document, marking it recently used."""
+        doc = self._docs.get(path)
+        if doc is not None:
+            self._docs.move_to_end(path)
+        return doc
+
+    def put(self, doc: Document) -> None:
+        """Cache a document, evicting the least recently used past the bound."""
+        self.drop(doc.path)
+        self._docs[doc.path] = doc
+        self._bytes += doc.size
+        while self._bytes > self.max_bytes and self._docs:
+            _, old = self._docs.popitem(last=False)
+            self._bytes -= old.size
+
+    def drop(self, path: str) -> None:
+        """Forget one path."""
+        old = self._docs.pop(path, None)
+        if old is not None:
+            self._bytes -= old.size
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._docs.clear()
+        self._bytes = 0
+
+
+class ProjectionRunner:
+    """Owns the read model, its scheduler jobs, and the documents served from it."""
+
+    def __init__(self, store: EventStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.urls = Urls(settings.public_base_url)
+        self.folder = settings.data_dir / "readmodel"
+        self.cache = DocumentCache()
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.rebuild_seconds: list[float] = []
+        self._model: ReadModel | None = None
+        self._projector: Projector | None = None
+        self._lock = asyncio.Lock()
+        self._position = 0
+        self._advanced = asyncio.Event()
+        self._running = False
+        self._again = False
+        self._waker: asyncio.Task[None] | None = None
+        self._as_of: OrderedDict[tuple[int, str], Document | None] = OrderedDict()
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the current generation (building one if there is none or it is out of
+        date), catch up, and start the jobs."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        current = self._current_generation()
+        if current is not None:
+            self._open(current)
+        self._remove_stale_generations()
+        if current is None:
+            await self.rebuild()
+        elif self._model is not None and not self._model.current():
+            log.info("a projection version changed: rebuilding %s", current.name)
+            await self.rebuild()
+        await self.catch_up()
+        self.scheduler.add_job(
+            self._catch_up_job,
+            "interval",
+            seconds=self.settings.catchup_interval_s,
+            id="catch-up",
+            max_instances=1,
+            coalesce=True,
+        )
+        if self.settings.rebuild_cron:
+            self.scheduler.add_job(
+                self.rebuild,
+                CronTrigger.from_crontab(self.settings.rebuild_cron, timezone=UTC),
+                id="rebuild",
+                max_instances=1,
+                coalesce=True,
+            )
+        self.scheduler.start()
+        self._waker = asyncio.create_task(self._wake_on_commit(), name="feedsvc-projection-waker")
+
+    async def stop(self) -> None:
+        """Stop the jobs, let the batch in flight finish, close the read model."""
+        if self._waker is not None:
+            self._waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._waker
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        async with self._lock:
+            if self._projector is not None:
+                self._projector.conn.close()
+            if self._model is not None:
+                self._model.close()
+            self._projector = None
+            self._model = None
+
+    # -- generations --------------------------------------------------------------
+
+    def _pointer(self) -> Path:
+        return self.folder / "current"
+
+    def _current_generation(self) -> Path | None:
+        try:
+            name = self._pointer().read_text().strip()
+        except FileNotFoundError:
+            return None
+        path = self.folder / name
+        return path if _GENERATION.match(name) and path.exists() else None
+
+    def _next_generation(self) -> Path:
+        numbers = [int(m[1]) for p in self.folder.iterdir() if (m := _GENERATION.match(p.name))]
+        return self.folder / f"gen-{max(numbers, default=0) + 1:06d}.sqlite3"
+
+    def _open(self, path: Path) -> None:
+        conn = connect(path)
+        self._projector = Projector(conn, self.urls, self.settings.feed_size)
+        self._model = ReadModel(path)
+        self._position = self._projector.position()
+
+    def _remove_stale_generations(self) -> None:
+        """Delete every generation file but the one serving (a crashed rebuild's too)."""
+        keep = self._model.path if self._model else None
+        for path in self.folder.iterdir():
+            base = path.name.split("-wal")[0].split("-shm")[0]
+            if _GENERATION.match(base) and (keep is None or self.folder / base != keep):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    # -- catching up ----------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The last position the served read model has applied."""
+        return self._position
+
+    async def lag(self) -> int:
+        """How many events the projections are behind the log."""
+        return max(0, await self.store.head() - self._position)
+
+    def wake(self) -> None:
+        """Run the catch-up job now (or once more, if it is running)."""
+        if self._running:
+            self._again = True
+            return
+        job = self.scheduler.get_job("catch-up") if self.scheduler.running else None
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
+
+    async def _wake_on_commit(self) -> None:
+        seen = self._position
+        while True:
+            head = await self.store.wait_for(seen + 1, 30.0)
+            if head > seen:
+                seen = head
+                self.wake()
+
+    async def _catch_up_job(self) -> None:
+        self._running = True
+        try:
+            while True:
+                self._again = False
+                await self.catch_up()
+                if not self._again:
+                    break
+        finally:
+            self._running = False
+
+    async def catch_up(self) -> int:
+        """Apply every event after the projections' position; return how many."""
+        applied = 0
+        async with self._lock:
+            while self._projector is not None:
+                events = await self.store.read_all(self._position, BATCH)
+                if not events:
+                    break
+                changes = await asyncio.to_thread(self._projector.apply, events)
+                for path in changes.paths:
+                    self.cache.drop(path)
+                self._position = events[-1].position
+                applied += len(events)
+                self._notify()
+        return applied
+
+    def _notify(self) -> None:
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until the projections have applied ``position``; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._position < position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+        return True
+
+    # -- rebuilding -------------------------------------------------------------------
+
+    async def rebuild(self, progress: Callable[[int], object] | None = None) -> int:
+        """Build a fresh generation from the whole log, then swap it in. Returns the
+        position it reached."""
+        started = time.perf_counter()
+        target = self._next_generation()
+        conn = connect(target)
+        projector = Projector(conn, self.urls, self.settings.feed_size)
+        try:
+            changes = Changes()
+            after = 0
+            while True:
+                events = await self.store.read_all(after, BATCH)
+                if not events:
+                    break
+                changes.merge(await asyncio.to_thread(projector.apply, events, render_now=False))
+                after = events[-1].position
+                if progress:
+                    progress(len(events))
+            await asyncio.to_thread(projector.render_changes, changes)
+            async with self._lock:
+                # the last events appended while we built
+                while events := await self.store.read_all(after, BATCH):
+                    await asyncio.to_thread(projector.apply, events)
+                    after = events[-1].position
+                self._swap(target, projector)
+        except BaseException:
+            conn.close()
+            _delete_generation(target)
+            raise
+        self.rebuild_seconds.append(time.perf_counter() - started)
+        del self.rebuild_seconds[:-100]
+        log.info("rebuilt the read model to position %d in %s", after, target.name)
+        return after
+
+    def _swap(self, target: Path, projector: Projector) -> None:
+        tmp = self._pointer().with_suffix(".tmp")
+        tmp.write_text(target.name + "\n")
+        os.replace(tmp, self._pointer())
+        old_projector, old_model = self._projector, self._model
+        self._projector = projector
+        self._model = ReadModel(target)
+        self._position = projector.position()
+        self.cache.clear()
+        self._as_of.clear()
+        self._notify()
+        if old_projector is not None:
+            old_projector.conn.close()
+        if old_model is not None:
+            old_model.close()
+        self._remove_stale_generations()
+
+    # -- serving ----------------------------------------------------------------------
+
+    def document(self, path: str) -> Document | None:
+        """The current document at ``path`` (None if there is none)."""
+        doc = self.cache.get(path)
+        if doc is None and self._model is not None:
+            doc = self._model.document(path)
+            if doc is not None:
+                self.cache.put(doc)
+        return doc
+
+    def labels(self, prefix: str) -> dict[str, str]:
+        """Scope keys and labels (``prefix`` ``topics/`` or ``stories/``)."""
+        return self._model.scope_labels(prefix) if self._model else {}
+
+    async def document_as_of(self, path: str, moment: datetime) -> Document | None:
+        """The document at ``path`` as the service would have served it at ``moment``:
+        built from the events recorded up to then."""
+        position = await self.store.position_at(format_recorded_at(moment))
+        match = _STORY_PATH.match(path)
+        key = (position, path)
+        if key in self._as_of:
+            self._as_of.move_to_end(key)
+            return self._as_of[key]
+        stream = match[1] if match else None
+        events: list[RecordedEvent] = []
+        after = 0
+        while True:
+            page = await self.store.read_all(after, BATCH, stream=stream, upto=position)
+            if not page:
+                break
+            events.extend(page)
+            after = page[-1].position
+        doc = await asyncio.to_thread(self._build_as_of, events, path)
+        self._as_of[key] = doc
+        while len(self._as_of) > 64:
+            self._as_of.popitem(last=False)
+        return doc
+
+    def _build_as_of(self, events: list[RecordedEvent], path: str) -> Document | None:
+        conn = connect(":memory:")
+        try:
+            projector = Projector(conn, self.urls, self.settings.feed_size)
+            changes = Changes()
+            for i in range(0, len(events), BATCH):
+                changes.merge(projector.apply(events[i : i + BATCH], render_now=False))
+            projector.render_changes(changes)
+            return ReadModel(":memory:", conn).document(path)
+        finally:
+            conn.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers for metrics and readiness."""
+        return {"position": self._position, "rebuilds": len(self.rebuild_seconds)}
+
+
+def _delete_generation(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()

@@ -1,0 +1,351 @@
+"""Feed documents: a :class:`~feedsvc.rendering.model.FeedView` as Atom 1.0, RSS 2.0 or
+JSON Feed 1.1 bytes.
+
+One entry per development. Its id (:func:`~feedsvc.rendering.model.entry_id`) is the
+same in every format and survives corrections; a correction bumps its ``updated`` and
+adds a visible note; a retracted development stays, titled ``[Retracted] …``. Every
+time comes from the view (never the wall clock), so the same view always gives the same
+bytes. Archive paging follows RFC 5005: the subscription document links ``current`` to
+itself and ``prev-archive`` to the newest archive page; archive page *n* carries
+``fh:archive`` and links ``current``, ``prev-archive`` (*n*-1) and ``next-archive``
+(*n*+1) where those exist.
+
+Atom and RSS are built with feedgen 1.0.0 and then finished with lxml, because
+feedgen 1.0.0 gets these wrong (each is pinned by a test):
+
+* the feed's and every entry's ``updated`` and RSS ``lastBuildDate`` default to the
+  wall clock: all are set explicitly from the view;
+* ``FeedEntry.atom_entry`` drops every attribute of an entry link but ``href`` (its loop
+  variable shadows the link data): ``rel`` and ``type`` are put back afterwards;
+* ``FeedEntry.description()`` overwrites the Atom content, and ``summary()`` takes the
+  RSS description from the content: only ``content()`` is called;
+* ``add_entry()`` prepends by default, reversing the entries: they are appended;
+* the RSS channel ``<link>`` is whichever feed link was added last, whatever its
+  ``rel``: the alternate (HTML) link is added last;
+* RSS gets only the first ``rel="self"`` atom link, and feedgen has no
+  ``fh:archive``: the RFC 5005 links and element are added afterwards;
+* RSS dates are formatted after switching the whole process to the C locale
+  (``locale.setlocale``, not thread-safe): every RSS date is rewritten with the
+  locale-independent :func:`email.utils.format_datetime`;
+* the generator carries feedgen's version: it is set to ``feedsvc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from feedsvc.domain.events import parse_recorded_at, slugify, strip_xml_illegal
+from feedsvc.rendering.model import (
+    EntryView,
+    FeedFormat,
+    FeedView,
+    entry_id,
+    feed_id,
+)
+from feedsvc.rendering.sanitize import development_html, plain_text
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+FH_NS = "http://purl.org/syndication/history/1.0"
+JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
+GENERATOR = "feedsvc"
+"""The generator named in every feed; no version, so an upgrade does not change bytes."""
+AUTHOR_NAME = "feedsvc newsroom"
+"""The feed-level author (Atom requires one for every entry)."""
+LANGUAGE = "en"
+
+_ATOM = f"{{{ATOM_NS}}}"
+_HTML_TYPE = "text/html"
+# the media type without its charset parameter, as link type attributes want it
+_MEDIA_TYPES = {fmt: fmt.content_type.partition(";")[0] for fmt in FeedFormat}
+# Our own trees only; huge_tree because an entry may carry a 200,000-character body.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One entry, computed once and shown by every format."""
+
+    id: str
+    title: str
+    url: str
+    published: datetime
+    updated: datetime
+    categories: list[tuple[str, str]]  # (term, label)
+    content_html: str
+    view: EntryView
+
+
+def _entry(view: FeedView, item: EntryView) -> _Entry:
+    story, dev = item.story, item.development
+    title = plain_text(dev.headline) or dev.development_id
+    if dev.retraction is not None:
+        title = "[Retracted] " + title
+    categories: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for label in [*dev.topics, *story.topics]:
+        term = slugify(label)
+        if term and term not in seen:
+            seen.add(term)
+            categories.append((term, plain_text(label) or term))
+    return _Entry(
+        id=entry_id(story.slug, dev.development_id),
+        title=title,
+        url=f"{view.urls.story_page(story.slug)}#{dev.development_id}",
+        published=parse_recorded_at(dev.reported_at),
+        updated=parse_recorded_at(dev.updated_at),
+        categories=categories,
+        content_html=development_html(story, dev, view.urls, with_story=True, strip_markup=True),
+        view=item,
+    )
+
+
+def _history(view: FeedView, fmt: FeedFormat) -> list[tuple[str, str]]:
+    """The RFC 5005 links of a document, as (rel, href), in a fixed order."""
+    urls, scope, page = view.urls, view.scope, view.archive
+    links = [("current", urls.feed(scope, fmt))]
+    if page is None:
+        if view.archive_count > 0:
+            links.append(("prev-archive", urls.feed(scope, fmt, view.archive_count)))
+        return links
+    if page > 1:
+        links.append(("prev-archive", urls.feed(scope, fmt, page - 1)))
+    # An archive page is frozen when it fills, before the next one exists, so it always
+    # names page + 1; until that page fills, its URL redirects to the current document.
+    links.append(("next-archive", urls.feed(scope, fmt, page + 1)))
+    return links
+
+
+def _title(view: FeedView) -> str:
+    return plain_text(view.title) or view.scope.name
+
+
+def _categories(view: FeedView, entry: _Entry) -> list[dict[str, str]]:
+    scheme = view.urls.topic_page("")
+    return [{"term": t, "label": label, "scheme": scheme} for t, label in entry.categories]
+
+
+def _rfc822(moment: datetime) -> str:
+    return format_datetime(moment)
+
+
+def _serialize(root: etree._Element) -> bytes:
+    # declares fh: on the root when used, and drops feedgen's unused declarations
+    etree.cleanup_namespaces(root, top_nsmap={"fh": FH_NS})
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=True, pretty_print=True)
+
+
+def render_atom(view: FeedView) -> bytes:
+    """The view as an Atom 1.0 document (RFC 4287, with RFC 5005 archive links)."""
+    fmt = FeedFormat.ATOM
+    urls = view.urls
+    entries = [_entry(view, item) for item in view.entries]
+    fg = FeedGenerator()
+    fg.id(feed_id(view.scope))
+    fg.title(_title(view))
+    subtitle = plain_text(view.subtitle)
+    if subtitle:
+        fg.subtitle(subtitle)
+    fg.updated(parse_recorded_at(view.updated))
+    fg.author({"name": AUTHOR_NAME, "uri": urls.index()})
+    fg.generator(GENERATOR)
+    fg.language(LANGUAGE)
+    fg.link(href=urls.feed(view.scope, fmt, view.archive), rel="self", type=_MEDIA_TYPES[fmt])
+    fg.link(href=urls.html(view.scope), rel="alternate", type=_HTML_TYPE)
+    for rel, href in _history(view, fmt):
+        fg.link(href=href, rel=rel, type=_MEDIA_TYPES[fmt])
+    for entry in entries:
+        fe = fg.add_entry(order="append")
+        fe.id(entry.id)
+        fe.title(entry.title)
+        fe.updated(entry.updated)
+        fe.published(entry.published)
+        fe.link(href=entry.url, rel="alternate", type=_HTML_TYPE)
+        fe.content(entry.content_html, type="html")
+        if entry.categories:
+            fe.category(_categories(view, entry))
+    root = etree.fromstring(fg.atom_str(), _PARSER)
+    for element in root.iterfind(f"{_ATOM}entry/{_ATOM}link"):
+        # feedgen 1.0.0 keeps only href; ours are all the alternate HTML page
+        element.set("rel", "alternate")
+        element.set("type", _HTML_TYPE)
+    if view.archive is not None:
+        archive = etree.Element(f"{{{FH_NS}}}archive")
+        first_entry = root.find(f"{_ATOM}entry")
+        if first_entry is None:
+            root.append(archive)
+        else:
+            first_entry.addprevious(archive)
+    return _serialize(root)
+
+
+def render_rss(view: FeedView) -> bytes:
+    """The view as an RSS 2.0 document, with atom:link self and RFC 5005 links."""
+    fmt = FeedFormat.RSS
+    urls = view.urls
+    entries = [_entry(view, item) for item in view.entries]
+    fg = FeedGenerator()
+    title = _title(view)
+    fg.title(title)
+    fg.description(plain_text(view.subtitle) or title)
+    updated = parse_recorded_at(view.updated)
+    fg.updated(updated)
+    fg.generator(GENERATOR)
+    fg.language(LANGUAGE)
+    fg.link(href=urls.feed(view.scope, fmt, view.archive), rel="self", type=_MEDIA_TYPES[fmt])
+    # last, because feedgen 1.0.0 makes the last link added the channel's <link>
+    fg.link(href=urls.html(view.scope), rel="alternate", type=_HTML_TYPE)
+    for entry in entries:
+        fe = fg.add_entry(order="append")
+        fe.id(entry.id)  # guid isPermaLink="false"
+        fe.title(entry.title)
+        fe.link(href=entry.url)
+        fe.content(entry.content_html)  # becomes <description>, escaped
+        fe.published(entry.published)
+        if entry.categories:
+            fe.category(_categories(view, entry))
+    root = etree.fromstring(fg.rss_str(), _PARSER)
+    channel = root.find("channel")
+    assert channel is not None
+    self_link = channel.find(f"{_ATOM}link")
+    assert self_link is not None
+    anchor = self_link
+    for rel, href in _history(view, fmt):
+        link = etree.Element(f"{_ATOM}link", href=href, rel=rel, type=_MEDIA_TYPES[fmt])
+        anchor.addnext(link)
+        anchor = link
+    if view.archive is not None:
+        anchor.addnext(etree.Element(f"{{{FH_NS}}}archive"))
+    # feedgen formats dates under a process-wide locale switch; write them ourselves
+    last_build = channel.find("lastBuildDate")
+    assert last_build is not None
+    last_build.text = _rfc822(updated)
+    for item, entry in zip(channel.iterfind("item"), entries, strict=True):
+        pub_date = item.find("pubDate")
+        assert pub_date is not None
+        pub_date.text = _rfc822(entry.published)
+    return _serialize(root)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _json_item(entry: _Entry) -> dict[str, Any]:
+    story, dev = entry.view.story, entry.view.development
+    retraction = dev.retraction
+    return {
+        "id": entry.id,
+        "url": entry.url,
+        "title": entry.title,
+        "content_html": entry.content_html,
+        "date_published": _rfc3339(entry.published),
+        "date_modified": _rfc3339(entry.updated),
+        "tags": [label for _, label in entry.categories],
+        "_feedsvc": {
+            "story": {
+                "slug": story.slug,
+                "title": plain_text(story.title),
+                "url": entry.url.split("#", 1)[0],
+            },
+            "development_id": dev.development_id,
+            "kind": dev.kind,
+            "occurred_at": dev.occurred_at,
+            "occurred_precision": dev.occurred_precision.value,
+            "occurred_display": dev.occurred.human(),
+            "sources": [
+                {
+                    "url": strip_xml_illegal(s.url),
+                    "title": plain_text(s.title),
+                    "publisher": plain_text(s.publisher) if s.publisher else None,
+                }
+                for s in dev.sources
+            ],
+            "people": [
+                {"name": plain_text(p.name), "role": plain_text(p.role) if p.role else None}
+                for p in dev.people
+            ],
+            "organizations": [plain_text(o) for o in dev.organizations],
+            "places": [plain_text(p) for p in dev.places],
+            "quotes": [
+                {
+                    "quote_id": q.quote_id,
+                    "speaker": plain_text(q.speaker),
+                    "role": plain_text(q.role) if q.role else None,
+                    "text": plain_text(q.text),
+                }
+                for q in dev.quotes
+            ],
+            "corrections": [
+                {
+                    "note": plain_text(c.note),
+                    "fields": list(c.fields),
+                    "corrected_at": _rfc3339(parse_recorded_at(c.recorded_at)),
+                }
+                for c in dev.corrections
+            ],
+            "retracted": retraction is not None,
+            "retraction": None
+            if retraction is None
+            else {
+                "reason": plain_text(retraction.reason),
+                "retracted_at": _rfc3339(parse_recorded_at(retraction.recorded_at)),
+            },
+        },
+    }
+
+
+def render_json(view: FeedView) -> bytes:
+    """The view as a JSON Feed 1.1 document.
+
+    ``next_url`` leads to older items (the previous archive page), as JSON Feed paging
+    does; the ``_feedsvc`` extension names the scope and the RFC 5005 pages, and each
+    item's ``_feedsvc`` carries the development's structured facts.
+    """
+    fmt = FeedFormat.JSON
+    urls = view.urls
+    history = dict(_history(view, fmt))
+    doc: dict[str, Any] = {
+        "version": JSONFEED_VERSION,
+        "title": _title(view),
+        "home_page_url": urls.html(view.scope),
+        "feed_url": urls.feed(view.scope, fmt, view.archive),
+    }
+    subtitle = plain_text(view.subtitle)
+    if subtitle:
+        doc["description"] = subtitle
+    if "prev-archive" in history:
+        doc["next_url"] = history["prev-archive"]
+    doc["authors"] = [{"name": AUTHOR_NAME, "url": urls.index()}]
+    doc["language"] = LANGUAGE
+    doc["items"] = [_json_item(_entry(view, item)) for item in view.entries]
+    doc["_feedsvc"] = {
+        "id": feed_id(view.scope),
+        "scope": view.scope.name,
+        "updated": _rfc3339(parse_recorded_at(view.updated)),
+        "archive": view.archive,
+        "archive_count": view.archive_count,
+        "current_url": history["current"],
+        "prev_archive_url": history.get("prev-archive"),
+        "next_archive_url": history.get("next-archive"),
+    }
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+_RENDERERS: dict[FeedFormat, Callable[[FeedView], bytes]] = {
+    FeedFormat.ATOM: render_atom,
+    FeedFormat.RSS: render_rss,
+    FeedFormat.JSON: render_json,
+}
+
+
+def render(view: FeedView, fmt: FeedFormat) -> bytes:
+    """The view as a document in ``fmt``; the same view always gives the same bytes."""
+    return _RENDERERS[fmt](view)

@@ -1,0 +1,157 @@
+"""What a feed or page is made of, independent of its format, and where it lives.
+
+The projections build these views from folded stories; the renderers turn them into
+bytes. Every URL here is absolute, built from the configured public base URL, and
+every time comes from the events (never the wall clock).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from feedsvc.domain.story import Development, Story
+
+# A fixed namespace: entry ids derive from it and the story and development slugs, so
+# they are the same in every format and scope and survive a move to another host name.
+ENTRY_NAMESPACE = uuid.UUID("6f1c1f52-5b0a-4b8e-9a59-3a3f2f0c7d11")
+
+
+class FeedFormat(StrEnum):
+    """The three feed formats, by the file extension in their URLs."""
+
+    ATOM = "atom"
+    RSS = "rss"
+    JSON = "json"
+
+    @property
+    def content_type(self) -> str:
+        """The media type served for this format, with charset."""
+        return {
+            FeedFormat.ATOM: "application/atom+xml; charset=utf-8",
+            FeedFormat.RSS: "application/rss+xml; charset=utf-8",
+            FeedFormat.JSON: "application/feed+json; charset=utf-8",
+        }[self]
+
+
+class ScopeKind(StrEnum):
+    """Which developments a feed holds."""
+
+    ALL = "all"
+    STORY = "stories"
+    TOPIC = "topics"
+
+
+@dataclass(frozen=True, order=True)
+class Scope:
+    """One feed scope: every story, one story (by slug) or one topic (by slug)."""
+
+    kind: ScopeKind
+    key: str = ""
+
+    @property
+    def name(self) -> str:
+        """A stable text key for tables: ``all``, ``stories/<slug>``, ``topics/<slug>``."""
+        return "all" if self.kind is ScopeKind.ALL else f"{self.kind.value}/{self.key}"
+
+    @classmethod
+    def from_name(cls, name: str) -> Scope:
+        """Inverse of :attr:`name`."""
+        if name == "all":
+            return cls(ScopeKind.ALL)
+        kind, _, key = name.partition("/")
+        return cls(ScopeKind(kind), key)
+
+
+def entry_id(story_slug: str, development_id: str) -> str:
+    """The permanent, globally unique id of a development's feed entry."""
+    return "urn:uuid:" + str(uuid.uuid5(ENTRY_NAMESPACE, f"{story_slug}/{development_id}"))
+
+
+def feed_id(scope: Scope) -> str:
+    """The permanent id of a scope's feed (the same for all its archive pages)."""
+    return "urn:uuid:" + str(uuid.uuid5(ENTRY_NAMESPACE, f"feed:{scope.name}"))
+
+
+@dataclass(frozen=True)
+class Urls:
+    """Every public URL of the service, built from the configured base URL.
+
+    URL scheme (stable; listed on the index page and in the README)::
+
+        /                                   index page (HTML)
+        /stories/<slug>                     a story's timeline (HTML)
+        /topics/<topic>                     a topic's developments (HTML)
+        /feeds/all.<fmt>                    every story
+        /feeds/stories/<slug>.<fmt>         one story
+        /feeds/topics/<topic>.<fmt>         one topic
+        /feeds/.../archive/<n>.<fmt>        RFC 5005 archive page n (1 = oldest)
+
+    where ``<fmt>`` is ``atom``, ``rss`` or ``json``.
+    """
+
+    base: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", self.base.rstrip("/"))
+
+    def index(self) -> str:
+        """The index page."""
+        return self.base + "/"
+
+    def story_page(self, slug: str) -> str:
+        """A story's HTML timeline."""
+        return f"{self.base}/stories/{slug}"
+
+    def topic_page(self, topic: str) -> str:
+        """A topic's HTML page."""
+        return f"{self.base}/topics/{topic}"
+
+    def html(self, scope: Scope) -> str:
+        """The HTML page a scope's feed is the alternate of."""
+        if scope.kind is ScopeKind.STORY:
+            return self.story_page(scope.key)
+        if scope.kind is ScopeKind.TOPIC:
+            return self.topic_page(scope.key)
+        return self.index()
+
+    def feed_path(self, scope: Scope, fmt: FeedFormat, archive: int | None = None) -> str:
+        """The path (no host) of a feed document."""
+        stem = "/feeds/all" if scope.kind is ScopeKind.ALL else f"/feeds/{scope.name}"
+        if archive is not None:
+            return f"{stem}/archive/{archive}.{fmt.value}"
+        return f"{stem}.{fmt.value}"
+
+    def feed(self, scope: Scope, fmt: FeedFormat, archive: int | None = None) -> str:
+        """The absolute URL of a feed document."""
+        return self.base + self.feed_path(scope, fmt, archive)
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """One entry: a development and the story it belongs to."""
+
+    story: Story
+    development: Development
+
+
+@dataclass(frozen=True)
+class FeedView:
+    """Everything one feed document shows, whatever its format.
+
+    ``entries`` are in the order the document lists them (newest change first).
+    ``archive`` is the archive page number for an RFC 5005 archive document, or
+    ``None`` for the subscription document; ``archive_count`` is how many full
+    archive pages exist (the subscription document links ``prev-archive`` to the
+    last one). ``updated`` is a ``recorded_at`` string from the events.
+    """
+
+    scope: Scope
+    title: str
+    subtitle: str
+    updated: str
+    entries: list[EntryView]
+    urls: Urls
+    archive: int | None = None
+    archive_count: int = 0

@@ -1,0 +1,177 @@
+"""Feeds and pages over HTTP, served from precomputed documents.
+
+A request does no rendering and no compressing: it picks the stored body (identity,
+gzip or brotli by ``Accept-Encoding``), answers 304 when a validator matches (the ETag
+wins over ``If-Modified-Since``), and sets ``Vary``, ``Cache-Control``, ``ETag`` and
+``Last-Modified``. ``?as_of=<RFC 3339>`` answers with what the service knew then.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from aiohttp import web
+
+from feedsvc.errors import FieldProblem, ValidationFailed
+from feedsvc.projections.documents import Document
+from feedsvc.web.keys import PROJECTIONS, SETTINGS
+from feedsvc.web.problems import problem
+
+_ENCODINGS = ("br", "gzip")
+
+
+def choose_encoding(accept: str) -> str:
+    """``br``, ``gzip`` or ``identity`` from an ``Accept-Encoding`` header (q-values
+    honoured; ties go to brotli, the smaller)."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        name, _, params = part.strip().partition(";")
+        name = name.strip().lower()
+        if not name:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        weights[name] = q
+    best, best_q = "identity", 0.0
+    for encoding in _ENCODINGS:
+        q = weights.get(encoding, weights.get("*", 0.0))
+        if q > best_q:
+            best, best_q = encoding, q
+    return best
+
+
+def _etag(doc: Document, encoding: str) -> str:
+    # a strong ETag names one representation: each encoding has its own
+    return doc.etag if encoding == "identity" else f'{doc.etag[:-1]}-{encoding}"'
+
+
+def _not_modified(request: web.Request, doc: Document) -> bool:
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        if inm.strip() == "*":
+            return True
+        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
+        return bool(tags & {doc.etag, *(_etag(doc, e) for e in _ENCODINGS)})
+    ims = request.headers.get("If-Modified-Since")
+    if ims is not None:
+        try:
+            since = parsedate_to_datetime(ims)
+            return parsedate_to_datetime(doc.last_modified) <= since
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+def parse_as_of(value: str) -> datetime:
+    """An RFC 3339 time with offset, or a 400 naming the ``as_of`` parameter."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or "T" not in value.upper():
+        raise ValidationFailed(
+            [
+                FieldProblem(
+                    "as_of",
+                    f"{value!r} is not an RFC 3339 time with offset, e.g. 2017-10-12T16:00:00Z",
+                )
+            ],
+            what="query parameter",
+        )
+    return moment
+
+
+async def serve_document(request: web.Request) -> web.StreamResponse:
+    """GET and HEAD of every feed and page."""
+    runner = request.app[PROJECTIONS]
+    path = request.path
+    as_of = request.query.get("as_of")
+    if as_of is not None:
+        doc = await runner.document_as_of(path, parse_as_of(as_of))
+    else:
+        doc = runner.document(path)
+    if doc is None:
+        return _archive_not_full(request) or _not_found(request)
+    encoding = choose_encoding(request.headers.get("Accept-Encoding", ""))
+    headers = {
+        "ETag": _etag(doc, encoding),
+        "Last-Modified": doc.last_modified,
+        "Cache-Control": f"public, max-age={request.app[SETTINGS].cache_max_age}",
+        "Vary": "Accept-Encoding",
+    }
+    if _not_modified(request, doc):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = doc.content_type
+    if encoding == "identity":
+        body = doc.body
+    else:
+        body = doc.br if encoding == "br" else doc.gzip
+        headers["Content-Encoding"] = encoding
+    return web.Response(body=body, headers=headers)
+
+
+def _archive_not_full(request: web.Request) -> web.Response | None:
+    """The archive page after the newest full one: it will exist once it fills (and the
+    newest full page already links to it), so until then it redirects to the current
+    document, where its entries are."""
+    page = request.match_info.get("page")
+    if page is None:
+        return None
+    stem = request.path.rsplit("/archive/", 1)[0]
+    fmt = request.match_info["fmt"]
+    previous = f"{stem}/archive/{int(page) - 1}.{fmt}"
+    runner = request.app[PROJECTIONS]
+    if runner.document(f"{stem}.{fmt}") is None:
+        return None
+    if page != "1" and runner.document(previous) is None:
+        return None
+    return web.Response(
+        status=307,
+        headers={"Location": f"{stem}.{fmt}", "Cache-Control": "no-cache"},
+    )
+
+
+def _not_found(request: web.Request) -> web.Response:
+    runner = request.app[PROJECTIONS]
+    parts = request.path.strip("/").split("/")
+    if "topics" in parts:
+        known = sorted(runner.labels("topics/"))
+        what = "topic"
+    else:
+        known = sorted(runner.labels("stories/"))
+        what = "story"
+    listing = ", ".join(known[:50]) or "none yet"
+    return problem(
+        404,
+        "Not found",
+        f"no {what} or feed at {request.path}; known {what} slugs: {listing}. "
+        "Feeds live at /feeds/all.atom, /feeds/stories/<slug>.rss, "
+        "/feeds/topics/<topic>.json (atom, rss or json).",
+        slug="not-found",
+    )
+
+
+FEED_FORMATS = "{fmt:atom|rss|json}"
+SLUG = "{slug:[a-z0-9]+(?:-[a-z0-9]+)*}"
+TOPIC = "{topic:[a-z0-9]+(?:-[a-z0-9]+)*}"
+PAGE = "{page:[1-9][0-9]*}"
+
+DOCUMENT_ROUTES = [
+    "/",
+    f"/stories/{SLUG}",
+    f"/topics/{TOPIC}",
+    f"/feeds/all.{FEED_FORMATS}",
+    f"/feeds/all/archive/{PAGE}.{FEED_FORMATS}",
+    f"/feeds/stories/{SLUG}.{FEED_FORMATS}",
+    f"/feeds/stories/{SLUG}/archive/{PAGE}.{FEED_FORMATS}",
+    f"/feeds/topics/{TOPIC}.{FEED_FORMATS}",
+    f"/feeds/topics/{TOPIC}/archive/{PAGE}.{FEED_FORMATS}",
+]
+"""Every path served from the read model's documents."""

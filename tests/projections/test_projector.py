@@ -1,0 +1,179 @@
+"""The projector folds the log into documents: deterministic, paged, corrected."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import feedparser
+
+from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
+from feedsvc.ndjson import read_ndjson
+from feedsvc.projections.projector import Changes, Projector
+from feedsvc.projections.readmodel import ReadModel, connect
+from feedsvc.rendering.model import Urls, entry_id
+from tests.conftest import SEED, SEED_STREAM, opened, reported
+
+URLS = Urls("http://news.example.org")
+
+
+def documents(conn: sqlite3.Connection) -> dict[str, bytes]:
+    """path → body of every document in a read model."""
+    return {p: bytes(b) for p, b in conn.execute("SELECT path, body FROM documents")}
+
+
+def recorded(events: list[dict[str, Any]], stream: str, start: int = 1) -> list[RecordedEvent]:
+    """Give raw events the places the log would."""
+    out = []
+    for offset, raw in enumerate(events):
+        valid: ValidEvent = validate_new_event(raw)
+        position = start + offset
+        out.append(
+            RecordedEvent(
+                position,
+                valid.id,
+                stream,
+                position,
+                valid.type,
+                valid.schema_version,
+                valid.occurred_at,
+                f"2020-01-01T00:00:{position % 60:02d}.{position:06d}Z",
+                valid.data_json,
+                valid.metadata_json,
+            )
+        )
+    return out
+
+
+def test_batching_does_not_change_a_single_byte() -> None:
+    events = read_ndjson(SEED)
+    one_by_one = connect(":memory:")
+    projector = Projector(one_by_one, URLS, feed_size=4)
+    for event in events:
+        projector.apply([event])
+    at_once = connect(":memory:")
+    rebuilt = Projector(at_once, URLS, feed_size=4)
+    rebuilt.render_changes(rebuilt.apply(events, render_now=False))
+    first, second = documents(one_by_one), documents(at_once)
+    assert first == second
+    assert "/feeds/all.atom" in first and "/stories/" + SEED_STREAM in first
+    assert projector.position() == rebuilt.position() == len(events)
+
+
+def test_applying_a_batch_twice_changes_nothing() -> None:
+    events = read_ndjson(SEED)
+    conn = connect(":memory:")
+    projector = Projector(conn, URLS)
+    projector.apply(events)
+    before = documents(conn)
+    assert projector.apply(events).paths == set()
+    assert documents(conn) == before
+
+
+def test_a_correction_keeps_the_id_bumps_updated_and_shows_the_note() -> None:
+    events = recorded([opened("s"), reported("d1", headline="Mayor resigns")], "s")
+    correction = recorded(
+        [
+            {
+                "type": "development.corrected",
+                "occurred_at": "2020-01-02",
+                "data": {
+                    "development_id": "d1",
+                    "changes": {"headline": "Deputy mayor resigns"},
+                    "note": "An earlier version named the wrong official.",
+                },
+            }
+        ],
+        "s",
+        start=3,
+    )
+    conn = connect(":memory:")
+    projector = Projector(conn, URLS)
+    projector.apply(events)
+    model = ReadModel(":memory:", conn)
+    before = feedparser.parse(model.document("/feeds/stories/s.atom").body)  # type: ignore[union-attr]
+    projector.apply(correction)
+    after = feedparser.parse(model.document("/feeds/stories/s.atom").body)  # type: ignore[union-attr]
+    assert before.entries[0].id == after.entries[0].id == entry_id("s", "d1")
+    assert after.entries[0].title == "Deputy mayor resigns"
+    assert after.entries[0].updated_parsed > before.entries[0].updated_parsed
+    assert "An earlier version named the wrong official." in after.entries[0].summary
+
+
+def test_a_retraction_stays_in_the_feed_marked() -> None:
+    events = recorded(
+        [
+            opened("s"),
+            reported("d1"),
+            {
+                "type": "development.retracted",
+                "occurred_at": "2020-01-02",
+                "data": {"development_id": "d1", "reason": "The source withdrew it."},
+            },
+        ],
+        "s",
+    )
+    conn = connect(":memory:")
+    Projector(conn, URLS).apply(events)
+    feed = feedparser.parse(ReadModel(":memory:", conn).document("/feeds/stories/s.rss").body)  # type: ignore[union-attr]
+    assert len(feed.entries) == 1
+    assert "Retracted" in feed.entries[0].title
+    assert "The source withdrew it." in feed.entries[0].summary
+
+
+def test_archive_pages_are_frozen_once_full_and_linked() -> None:
+    raw = [opened("s")] + [reported(f"d{i}") for i in range(1, 8)]
+    conn = connect(":memory:")
+    projector = Projector(conn, URLS, feed_size=3)
+    projector.apply(recorded(raw, "s"))
+    model = ReadModel(":memory:", conn)
+    page1 = model.document("/feeds/stories/s/archive/1.atom")
+    page2 = model.document("/feeds/stories/s/archive/2.atom")
+    assert page1 is not None and page2 is not None
+    assert model.document("/feeds/stories/s/archive/3.atom") is None  # 7 entries: 2 full pages
+    assert [e.id for e in feedparser.parse(page1.body).entries] == [
+        entry_id("s", f"d{i}") for i in (3, 2, 1)
+    ]
+    current = feedparser.parse(model.document("/feeds/stories/s.atom").body)  # type: ignore[union-attr]
+    links = {link.rel: link.href for link in current.feed.links}
+    assert links["prev-archive"] == "http://news.example.org/feeds/stories/s/archive/2.atom"
+    assert [e.id for e in current.entries] == [entry_id("s", f"d{i}") for i in (7, 6, 5)]
+    # correcting an archived entry leaves the archive alone and surfaces it in the feed
+    projector.apply(
+        recorded(
+            [
+                {
+                    "type": "development.corrected",
+                    "occurred_at": "2020-01-02",
+                    "data": {"development_id": "d1", "changes": {"body": "Fixed."}, "note": "n"},
+                }
+            ],
+            "s",
+            start=9,
+        )
+    )
+    assert model.document("/feeds/stories/s/archive/1.atom") == page1
+    current = feedparser.parse(model.document("/feeds/stories/s.atom").body)  # type: ignore[union-attr]
+    assert current.entries[0].id == entry_id("s", "d1")
+    archive_links = {link.rel: link.href for link in feedparser.parse(page1.body).feed.links}
+    assert archive_links["next-archive"].endswith("/feeds/stories/s/archive/2.atom")
+    assert archive_links["current"].endswith("/feeds/stories/s.atom")
+
+
+def test_topics_collect_developments_across_stories() -> None:
+    events = recorded([opened("a", topics=["Courts"]), reported("d1")], "a") + recorded(
+        [opened("b"), reported("d2", topics=["courts", "Budget"])], "b", start=3
+    )
+    conn = connect(":memory:")
+    Projector(conn, URLS).apply(events)
+    model = ReadModel(":memory:", conn)
+    courts = feedparser.parse(model.document("/feeds/topics/courts.atom").body)  # type: ignore[union-attr]
+    assert {e.id for e in courts.entries} == {entry_id("a", "d1"), entry_id("b", "d2")}
+    assert model.document("/topics/budget") is not None
+    assert model.document("/feeds/topics/budget.json") is not None
+
+
+def test_changes_report_the_paths_they_rendered() -> None:
+    conn = connect(":memory:")
+    changes: Changes = Projector(conn, URLS).apply(recorded([opened("a")], "a"))
+    assert {"/", "/stories/a", "/feeds/stories/a.atom", "/feeds/all.json"} <= changes.paths

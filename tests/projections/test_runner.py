@@ -1,0 +1,164 @@
+"""The runner: catch-up woken by appends, rebuild and swap, version change, crash resume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from feedsvc.cli_support import import_seed_if_empty, make_store
+from feedsvc.projections.runner import ProjectionRunner
+from feedsvc.service import StoryService
+from feedsvc.settings import Settings
+from feedsvc.store.sqlite import SQLiteEventStore
+from tests.conftest import SEED_STREAM, opened, reported
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[SQLiteEventStore]:
+    """The service's store with the seed story imported."""
+    settings.data_dir.mkdir()
+    s = make_store(settings, create=True)
+    await s.open()
+    await import_seed_if_empty(settings, s)
+    yield s
+    await s.close()
+
+
+def all_documents(runner: ProjectionRunner) -> dict[str, bytes]:
+    """Every document the runner serves, by path."""
+    assert runner._model is not None
+    conn = sqlite3.connect(runner._model.path)
+    try:
+        return {p: bytes(b) for p, b in conn.execute("SELECT path, body FROM documents")}
+    finally:
+        conn.close()
+
+
+async def test_an_append_reaches_the_feeds(store: SQLiteEventStore, settings: Settings) -> None:
+    runner = ProjectionRunner(store, settings)
+    await runner.start()
+    try:
+        result = await StoryService(store).append(
+            SEED_STREAM, [reported("new-ruling", headline="Court rules on the grant")]
+        )
+        assert await runner.wait_for(result.positions[-1], timeout=30)
+        for fmt in ("atom", "rss", "json"):
+            doc = runner.document(f"/feeds/stories/{SEED_STREAM}.{fmt}")
+            assert doc is not None and b"Court rules on the grant" in doc.body
+        assert b"Court rules on the grant" in runner.document("/feeds/all.atom").body  # type: ignore[union-attr]
+        assert await runner.lag() == 0
+    finally:
+        await runner.stop()
+
+
+async def test_rebuild_gives_byte_identical_documents_and_swaps(
+    store: SQLiteEventStore, settings: Settings
+) -> None:
+    service = StoryService(store)
+    await service.append("other", [opened("other", topics=["immigration"]), reported("o1")])
+    runner = ProjectionRunner(store, settings)
+    await runner.start()
+    try:
+        await runner.catch_up()
+        before = all_documents(runner)
+        old_path = runner._model.path if runner._model else None
+        await runner.rebuild()
+        assert all_documents(runner) == before
+        assert runner._model is not None and runner._model.path != old_path
+        assert old_path is not None and not os.path.exists(old_path)  # noqa: ASYNC240
+    finally:
+        await runner.stop()
+
+
+async def test_a_changed_projection_version_rebuilds_on_start(
+    store: SQLiteEventStore, settings: Settings
+) -> None:
+    runner = ProjectionRunner(store, settings)
+    await runner.start()
+    assert runner._model is not None
+    first = Path(runner._model.path)
+    await runner.stop()
+    with sqlite3.connect(first) as conn:
+        conn.execute("UPDATE projections SET version = 0 WHERE name = 'documents'")
+    again = ProjectionRunner(store, settings)
+    await again.start()
+    try:
+        assert again._model is not None and Path(again._model.path) != first
+        assert again._model.current()
+        assert again.document(f"/stories/{SEED_STREAM}") is not None
+    finally:
+        await again.stop()
+
+
+PROJECT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from feedsvc.settings import Settings
+    from feedsvc.cli_support import make_store
+    from feedsvc.projections import runner as r
+
+    r.BATCH = 7  # many small transactions, so the kill lands between and inside them
+
+    async def main():
+        settings = Settings.load(None, environ={}, data_dir=Path(sys.argv[1]), seed=None,
+                                 public_base_url="http://127.0.0.1:8080")
+        store = make_store(settings)
+        await store.open()
+        runner = r.ProjectionRunner(store, settings)
+        runner.folder.mkdir(parents=True, exist_ok=True)
+        target = runner._next_generation()
+        (runner.folder / "current").write_text(target.name)
+        runner._open(target)
+        print("ready", flush=True)
+        while True:
+            await runner.catch_up()
+            print(runner.position, flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_kill_9_mid_batch_resumes_to_the_clean_state(
+    store: SQLiteEventStore, settings: Settings
+) -> None:
+    service = StoryService(store)
+    for n in range(6):
+        slug = f"s{n}"
+        await service.append(slug, [opened(slug, topics=["t"])])
+        await service.append(slug, [reported(f"d{i}") for i in range(25)])
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        PROJECT,
+        str(settings.data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    ready = await child.stdout.readline()
+    assert ready.strip() == b"ready", await child.stderr.read()
+    first_batch = await child.stdout.readline()
+    assert int(first_batch) > 0
+    os.kill(child.pid, signal.SIGKILL)  # dies inside one of the batches after it
+    await child.wait()
+
+    resumed = ProjectionRunner(store, settings)
+    await resumed.start()
+    try:
+        await resumed.catch_up()
+        assert resumed.position == await store.head()
+        after_resume = all_documents(resumed)
+        await resumed.rebuild()
+        assert all_documents(resumed) == after_resume
+    finally:
+        await resumed.stop()

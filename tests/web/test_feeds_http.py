@@ -1,0 +1,191 @@
+"""Feeds and pages over a real aiohttp server: formats, scopes, caching, compression."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Awaitable, Callable
+from html.parser import HTMLParser
+from typing import Any
+
+import brotli
+import feedparser
+import jsonschema
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from feedsvc.service import StoryService
+from feedsvc.settings import Settings
+from feedsvc.web.app import create_app
+from feedsvc.web.keys import PROJECTIONS, SERVICE
+from tests.conftest import JSONFEED_SCHEMA, SEED_STREAM, reported
+
+Client = TestClient[web.Request, web.Application]
+ClientMaker = Callable[[web.Application], Awaitable[Client]]
+JSONFEED = json.loads(JSONFEED_SCHEMA.read_text())
+SCOPES = ["/feeds/all", f"/feeds/stories/{SEED_STREAM}", "/feeds/topics/immigration"]
+TYPES = {
+    "atom": "application/atom+xml; charset=utf-8",
+    "rss": "application/rss+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+}
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientMaker, settings: Settings) -> Client:
+    """A real server on loopback, seeded, projections started."""
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("fmt", ["atom", "rss", "json"])
+async def test_every_scope_and_format_is_valid(client: Client, scope: str, fmt: str) -> None:
+    response = await client.get(f"{scope}.{fmt}")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == TYPES[fmt]
+    body = await response.read()
+    if fmt == "json":
+        doc = json.loads(body)
+        jsonschema.validate(doc, JSONFEED)
+        assert doc["feed_url"] == f"http://127.0.0.1:8080{scope}.json"
+        assert doc["items"]
+    else:
+        feed = feedparser.parse(body)
+        assert not feed.bozo, feed.get("bozo_exception")
+        assert feed.entries
+        assert all(e.link.startswith("http://127.0.0.1:8080/stories/") for e in feed.entries)
+
+
+async def test_entry_ids_are_the_same_in_every_format_and_scope(client: Client) -> None:
+    ids = []
+    for scope in SCOPES[:2]:
+        atom = feedparser.parse(await (await client.get(f"{scope}.atom")).read())
+        rss = feedparser.parse(await (await client.get(f"{scope}.rss")).read())
+        js = json.loads(await (await client.get(f"{scope}.json")).read())
+        assert [e.id for e in atom.entries] == [e.id for e in rss.entries]
+        assert [e.id for e in atom.entries] == [i["id"] for i in js["items"]]
+        ids.append({e.id for e in atom.entries})
+    assert ids[0] == ids[1]
+
+
+async def test_conditional_get_answers_304_and_the_etag_wins(client: Client) -> None:
+    path = f"/feeds/stories/{SEED_STREAM}.atom"
+    first = await client.get(path)
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert (await client.get(path, headers={"If-None-Match": etag})).status == 304
+    assert (await client.get(path, headers={"If-Modified-Since": modified})).status == 304
+    both = await client.get(
+        path, headers={"If-None-Match": '"other"', "If-Modified-Since": modified}
+    )
+    assert both.status == 200
+    assert first.headers["Cache-Control"] == "public, max-age=60"
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoding"),
+    [("gzip", "gzip"), ("br, gzip", "br"), ("gzip;q=1, br;q=0.5", "gzip"), ("identity", None)],
+)
+async def test_compression_by_accept_encoding(
+    client: Client, accept: str, encoding: str | None
+) -> None:
+    path = "/feeds/all.rss"
+    plain = await (await client.get(path, headers={"Accept-Encoding": "identity"})).read()
+    response = await client.get(path, headers={"Accept-Encoding": accept}, auto_decompress=False)
+    raw = await response.read()
+    assert response.headers["Vary"] == "Accept-Encoding"
+    assert response.headers.get("Content-Encoding") == encoding
+    decoded = {"gzip": gzip.decompress, "br": brotli.decompress, None: lambda b: b}[encoding](raw)
+    assert decoded == plain
+
+
+async def test_head_answers_headers_without_a_body(client: Client) -> None:
+    get = await client.get("/feeds/all.json")
+    head = await client.head("/feeds/all.json")
+    assert head.status == 200
+    assert head.headers["ETag"] == get.headers["ETag"]
+    assert head.headers["Content-Length"] == get.headers["Content-Length"]
+    assert await head.read() == b""
+
+
+async def test_unknown_story_or_topic_is_a_helpful_404(client: Client) -> None:
+    story = await client.get("/feeds/stories/no-such-story.atom")
+    assert story.status == 404
+    assert SEED_STREAM in (await story.json())["detail"]
+    topic = await client.get("/topics/no-such-topic")
+    assert topic.status == 404
+    assert "immigration" in (await topic.json())["detail"]
+
+
+async def test_as_of_answers_what_was_known_then(client: Client) -> None:
+    now = feedparser.parse(await (await client.get("/feeds/all.atom")).read())
+    early = await client.get("/feeds/all.atom", params={"as_of": "2017-10-12T16:00:03Z"})
+    assert early.status == 200
+    then = feedparser.parse(await early.read())
+    assert not then.bozo
+    assert 0 < len(then.entries) < len(now.entries)
+    assert early.headers["ETag"] != (await client.get("/feeds/all.atom")).headers["ETag"]
+    before = await client.get(f"/stories/{SEED_STREAM}", params={"as_of": "2000-01-01T00:00:00Z"})
+    assert before.status == 404
+    bad = await client.get("/feeds/all.atom", params={"as_of": "last tuesday"})
+    assert bad.status == 400
+    assert (await bad.json())["errors"][0]["pointer"] == "as_of"
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alternates: list[dict[str, Any]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "link" and found.get("rel") == "alternate":
+            self.alternates.append(found)
+
+
+@pytest.mark.parametrize("path", ["/", f"/stories/{SEED_STREAM}", "/topics/immigration"])
+async def test_pages_have_autodiscovery_for_every_format(client: Client, path: str) -> None:
+    response = await client.get(path)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    parser = _Links()
+    parser.feed(await response.text())
+    assert sorted(a["type"] for a in parser.alternates) == sorted(
+        t.split(";")[0] for t in TYPES.values()
+    )
+
+
+async def test_the_story_page_reads_as_a_timeline(client: Client) -> None:
+    html = await (await client.get(f"/stories/{SEED_STREAM}")).text()
+    assert html.index("2013") < html.index("November 2016") < html.index("August 2017")
+    for pending in ("New York", "Chicago", "Philadelphia", "New Orleans", "Cook County"):
+        assert pending in html
+
+
+async def test_an_append_shows_in_every_format_of_its_story(client: Client) -> None:
+    app = client.app
+    assert app is not None
+    service: StoryService = app[SERVICE]
+    result = await service.append(
+        SEED_STREAM, [reported("follow-up-ruling", headline="A judge rules")]
+    )
+    assert await app[PROJECTIONS].wait_for(result.positions[-1], timeout=30)
+    for fmt in ("atom", "rss", "json"):
+        body = await (await client.get(f"/feeds/stories/{SEED_STREAM}.{fmt}")).read()
+        assert b"A judge rules" in body
+
+
+async def test_archive_page_after_the_newest_redirects_to_the_current_feed(
+    aiohttp_client: ClientMaker, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings.replace(feed_size=4)))
+    full = await client.get(f"/feeds/stories/{SEED_STREAM}/archive/2.atom")
+    assert full.status == 200
+    assert feedparser.parse(await full.read()).entries
+    pending = await client.get(
+        f"/feeds/stories/{SEED_STREAM}/archive/3.atom", allow_redirects=False
+    )
+    assert pending.status == 307
+    assert pending.headers["Location"] == f"/feeds/stories/{SEED_STREAM}.atom"
+    assert (await client.get(f"/feeds/stories/{SEED_STREAM}/archive/9.atom")).status == 404
