@@ -22,6 +22,7 @@ from feedsvc.check import check_log
 from feedsvc.cli_support import make_store
 from feedsvc.errors import FeedsvcError
 from feedsvc.ndjson import read_ndjson
+from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.settings import Settings
 
 DEFAULT_CONFIG = Path("config/feedsvc.toml")
@@ -100,6 +101,21 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
     return 1
 
 
+async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    store = make_store(settings)
+    await store.open()
+    runner = ProjectionRunner(store, settings)
+    try:
+        runner.open_current()
+        with _progress(await store.head(), "ev", "rebuilding") as bar:
+            position = await runner.rebuild(bar.update, in_server=False)
+    finally:
+        await runner.stop()
+        await store.close()
+    print(f"rebuilt every projection to position {position}; a running server switches to it")
+    return 0
+
+
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from feedsvc.web.app import serve
 
@@ -112,6 +128,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "import": _import,
     "export": _export,
     "check": _check,
+    "rebuild": _rebuild,
 }
 
 
@@ -134,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
     sub.add_parser("check", help="verify the log's invariants; exit 1 if broken")
+    sub.add_parser("rebuild", help="rebuild every projection from the log into a fresh read model")
     return parser
 
 

@@ -105,3 +105,11 @@ def test_unwritable_data_folder_is_a_clear_error(tmp_path: Path) -> None:
     # root ignores permission bits; either it worked or it said why, never a traceback
     assert b"Traceback" not in result.stderr
     assert result.returncode == 0 or b"error" in result.stderr
+
+
+def test_rebuild_reports_the_position_it_reached(tmp_path: Path) -> None:
+    assert run(tmp_path, "import", str(SEED)).returncode == 0
+    result = run(tmp_path, "rebuild")
+    assert result.returncode == 0, result.stderr
+    assert b"position 23" in result.stdout
+    assert (tmp_path / "data" / "readmodel" / "current").read_text().startswith("gen-")

@@ -104,13 +104,18 @@ class ProjectionRunner:
 
     # -- life cycle ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the current generation (building one if there is none or it is out of
-        date), catch up, and start the jobs."""
+    def open_current(self) -> Path | None:
+        """Open the generation the pointer names, if any; return its path."""
         self.folder.mkdir(parents=True, exist_ok=True)
         current = self._current_generation()
         if current is not None:
             self._open(current)
+        return current
+
+    async def start(self) -> None:
+        """Open the current generation (building one if there is none or it is out of
+        date), catch up, and start the jobs."""
+        current = self.open_current()
         self._remove_stale_generations()
         if current is None:
             await self.rebuild()
@@ -216,6 +221,7 @@ class ProjectionRunner:
     async def _catch_up_job(self) -> None:
         self._running = True
         try:
+            await self._follow_pointer()
             while True:
                 self._again = False
                 await self.catch_up()
@@ -240,6 +246,22 @@ class ProjectionRunner:
                 self._notify()
         return applied
 
+    async def _follow_pointer(self) -> None:
+        """Serve the generation another process (``feedsvc rebuild``) swapped in."""
+        current = self._current_generation()
+        if current is None or self._model is None or current == Path(self._model.path):
+            return
+        async with self._lock:
+            log.info("switching to read model %s built by another process", current.name)
+            old_projector, old_model = self._projector, self._model
+            self._open(current)
+            self.cache.clear()
+            self._as_of.clear()
+            if old_projector is not None:
+                old_projector.conn.close()
+            old_model.close()
+            self._remove_stale_generations()
+
     def _notify(self) -> None:
         self._advanced.set()
         self._advanced = asyncio.Event()
@@ -259,9 +281,12 @@ class ProjectionRunner:
 
     # -- rebuilding -------------------------------------------------------------------
 
-    async def rebuild(self, progress: Callable[[int], object] | None = None) -> int:
+    async def rebuild(
+        self, progress: Callable[[int], object] | None = None, *, in_server: bool = True
+    ) -> int:
         """Build a fresh generation from the whole log, then swap it in. Returns the
-        position it reached."""
+        position it reached. Outside the server (``in_server=False``) old generations
+        are left for the server to remove once it has switched."""
         started = time.perf_counter()
         target = self._next_generation()
         conn = connect(target)
@@ -283,7 +308,7 @@ class ProjectionRunner:
                 while events := await self.store.read_all(after, BATCH):
                     await asyncio.to_thread(projector.apply, events)
                     after = events[-1].position
-                self._swap(target, projector)
+                self._swap(target, projector, remove_old=in_server)
         except BaseException:
             conn.close()
             _delete_generation(target)
@@ -293,7 +318,7 @@ class ProjectionRunner:
         log.info("rebuilt the read model to position %d in %s", after, target.name)
         return after
 
-    def _swap(self, target: Path, projector: Projector) -> None:
+    def _swap(self, target: Path, projector: Projector, remove_old: bool = True) -> None:
         tmp = self._pointer().with_suffix(".tmp")
         tmp.write_text(target.name + "\n")
         os.replace(tmp, self._pointer())
@@ -308,7 +333,8 @@ class ProjectionRunner:
             old_projector.conn.close()
         if old_model is not None:
             old_model.close()
-        self._remove_stale_generations()
+        if remove_old:
+            self._remove_stale_generations()
 
     # -- serving ----------------------------------------------------------------------
 

@@ -162,3 +162,25 @@ async def test_kill_9_mid_batch_resumes_to_the_clean_state(
         assert all_documents(resumed) == after_resume
     finally:
         await resumed.stop()
+
+
+async def test_a_rebuild_by_another_process_is_picked_up_by_the_server(
+    store: SQLiteEventStore, settings: Settings
+) -> None:
+    server = ProjectionRunner(store, settings)
+    await server.start()
+    try:
+        before = all_documents(server)
+        cli = ProjectionRunner(store, settings)  # what `feedsvc rebuild` does
+        cli.open_current()
+        await cli.rebuild(in_server=False)
+        rebuilt = cli._model.path if cli._model else None
+        await cli.stop()
+        await server._catch_up_job()
+        assert server._model is not None and server._model.path == rebuilt
+        assert all_documents(server) == before
+        assert sorted(p.name for p in server.folder.glob("gen-*.sqlite3")) == [
+            Path(str(rebuilt)).name
+        ]
+    finally:
+        await server.stop()
