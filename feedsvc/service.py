@@ -1,14 +1,14 @@
 """Appending to stories: validation, the story's rules, then the log.
 
 :class:`StoryService` is what the HTTP API and the CLI call to append. It validates
-every event against its schema, checks the story's rules against the story's folded
-state, and hands the events to the store with the exact version it checked against,
-so a rule can never be broken by a race: a writer that lost one is re-checked against
-the new state.
+every event against its schema, checks the story's rules (:class:`StoryRules`, a light
+fold kept per story), and hands the events to the store with the exact version it
+checked against, so a rule can never be broken by a race: a writer that lost one is
+re-checked against the new state.
 
-Appends to one story are pipelined: while one is waiting for its group commit, the
-next is checked against the state *including* the pending events and queued right
-behind it, so concurrent appends to one story still share an fsync.
+Appends to one story are pipelined: while one waits for its group commit, the next is
+checked against the rules *including* the pending events and queued right behind it,
+so concurrent appends to one story still share an fsync.
 """
 
 from __future__ import annotations
@@ -19,31 +19,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
-from feedsvc.domain.story import Story, check_append
-from feedsvc.errors import (
-    DuplicateEventId,
-    FieldProblem,
-    ValidationFailed,
-    WrongExpectedVersion,
-)
+from feedsvc.domain.events import ValidEvent, validate_new_event
+from feedsvc.domain.story import StoryRules, check_append, rules_of
+from feedsvc.errors import FieldProblem, ValidationFailed, WrongExpectedVersion
 from feedsvc.store.port import AppendResult, EventStore, Expected
 
 
 @dataclass
 class _StreamState:
-    """The committed story, and the appends accepted after it but not yet committed."""
+    """The committed rules and version of one story, and the appends accepted after
+    them but not yet committed."""
 
-    story: Story | None = None
+    rules: StoryRules = field(default_factory=StoryRules)
+    version: int = 0
     pending: list[tuple[asyncio.Future[AppendResult], list[ValidEvent]]] = field(
         default_factory=list
     )
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stale: bool = True
-
-    @property
-    def committed_version(self) -> int:
-        return self.story.version if self.story else 0
 
     @property
     def pending_events(self) -> list[ValidEvent]:
@@ -122,7 +115,7 @@ class StoryService:
         """Append events that passed :meth:`validate`."""
         if not events:
             raise ValidationFailed([FieldProblem("", "no events to append")])
-        if await self.store.find([e.id for e in events]):
+        if any(e.client_id for e in events) and await self.store.find([e.id for e in events]):
             # a retry of an append already made (or a reused id): the store decides
             return await self.store.append(stream, events, expected)
         for _attempt in range(self.retries):
@@ -131,11 +124,9 @@ class StoryService:
                 return await future
             except WrongExpectedVersion:
                 # a writer elsewhere got in first: refresh the story and check again
-                await self._refresh(stream)
+                self._streams[stream].stale = True
                 if expected != "any":
                     raise
-            except DuplicateEventId:
-                raise
         raise WrongExpectedVersion(stream, expected, await self.store.stream_version(stream))
 
     async def _enqueue(
@@ -144,14 +135,14 @@ class StoryService:
         state = self._streams.setdefault(stream, _StreamState())
         async with state.lock:
             if state.stale and not state.pending:
-                await self._refresh(stream)
+                await self._refresh(stream, state)
             prior = state.pending_events
-            tentative = state.committed_version + len(prior)
+            tentative = state.version + len(prior)
             if expected == "no_stream" and tentative != 0:
                 raise WrongExpectedVersion(stream, expected, tentative)
             if isinstance(expected, int) and expected != tentative:
                 raise WrongExpectedVersion(stream, expected, tentative)
-            check_append(stream, state.story, events, prior)
+            check_append(stream, state.rules, events, prior)
             future = asyncio.ensure_future(self.store.append(stream, events, tentative))
             state.pending.append((future, events))
         future.add_done_callback(lambda f: self._settled(stream, f))
@@ -166,45 +157,16 @@ class StoryService:
             state.stale = True
             return
         result = future.result()
-        story = state.story
-        first_version = result.version - len(events) + 1
-        if story is not None and story.version >= result.version:
-            return  # a refresh already folded it
-        if (story.version if story else 0) != first_version - 1 or result.replayed:
-            state.stale = True
+        if result.replayed or result.version - len(events) != state.version:
+            state.stale = True  # someone else wrote too: read the stream again
             return
-        for offset, event in enumerate(events):
-            recorded = RecordedEvent(
-                position=result.positions[offset],
-                id=event.id,
-                stream=stream,
-                version=first_version + offset,
-                type=event.type,
-                schema_version=event.schema_version,
-                occurred_at=event.occurred_at,
-                recorded_at=result.recorded_at,
-                data_json=event.data_json,
-                metadata_json=event.metadata_json,
-            )
-            if story is None:
-                story = Story.open(recorded)
-            else:
-                story.apply(recorded)
-        state.story = story
-
-    async def _refresh(self, stream: str) -> None:
-        state = self._streams.setdefault(stream, _StreamState())
-        story = state.story
-        events = await self.store.read_stream(stream, (story.version + 1) if story else 1)
         for event in events:
-            if story is None:
-                story = Story.open(event) if event.type == "story.opened" else None
-            else:
-                story.apply(event)
-        state.story = story
-        state.stale = False
+            state.rules.accept(stream, event.type, event.model.__dict__)
+        state.version = result.version
 
-    async def story(self, stream: str) -> Story | None:
-        """The committed state of one story, read through the cache."""
-        await self._refresh(stream)
-        return self._streams[stream].story
+    async def _refresh(self, stream: str, state: _StreamState) -> None:
+        events = await self.store.read_stream(stream, state.version + 1)
+        rules_of(events, state.rules)
+        if events:
+            state.version = events[-1].version
+        state.stale = False

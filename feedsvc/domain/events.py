@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ from feedsvc.errors import FieldProblem, ValidationFailed
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 _SLUG_RE = re.compile(SLUG_PATTERN)
+_SPACE_RE = re.compile(r"\s")
 _XML_ILLEGAL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -128,7 +130,7 @@ def _check_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL")
-    if any(c.isspace() for c in value):
+    if _SPACE_RE.search(value):
         raise ValueError("must not contain whitespace")
     return value
 
@@ -470,8 +472,10 @@ class ValidEvent:
     data_json: str
     metadata_json: str
     model: BaseModel
+    client_id: bool = False
+    """Whether the client chose the id (so the append may be a retry)."""
 
-    @property
+    @cached_property
     def occurred(self) -> Occurred:
         """The parsed ``occurred_at``."""
         return Occurred.parse(self.occurred_at)
@@ -544,6 +548,7 @@ def validate_new_event(raw: Any, prefix: str = "") -> ValidEvent:
         data_json=model_json(model),
         metadata_json=model_json(envelope.metadata),
         model=model,
+        client_id=envelope.id is not None,
     )
 
 

@@ -8,6 +8,9 @@ projections; :func:`check_append` by the service before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -299,88 +302,116 @@ _HANDLERS = {
 }
 
 
-def check_append(
-    stream: str,
-    story: Story | None,
-    events: list[ValidEvent],
-    prior: list[ValidEvent] | None = None,
-) -> None:
-    """Refuse a batch that would break the story's rules, naming each event.
+@dataclass
+class StoryRules:
+    """What an append must respect: the ids and status a story already has.
 
-    ``story`` is the stream's committed state (``None`` for a new stream) and
-    ``prior`` the events already accepted after it but not yet committed. The batch
-    is checked as a whole, in order, so a batch may open a story and report into it.
+    A light fold of the same events as :class:`Story`, kept by the service for every
+    story it appends to, so checking an append costs a few set look-ups.
     """
-    problems: list[FieldProblem] = []
-    opened = story is not None
-    status = story.status if story else "open"
-    developments = set(story.developments) if story else set()
-    retracted = {d for d, v in (story.developments.items() if story else []) if v.retraction}
-    quotes = {
-        q.quote_id for dev in (story.developments.values() if story else []) for q in dev.quotes
-    }
-    followups = set(story.followups) if story else set()
-    pending = prior or []
-    for index, event in enumerate([*pending, *events]):
-        index -= len(pending)
-        where = f"/{index}" if len(events) > 1 else ""
-        data = event.model.model_dump()
 
-        def refuse(field: str, message: str, index: int = index, where: str = where) -> None:
-            if index >= 0:
-                problems.append(FieldProblem(f"{where}{field}", message))
+    opened: bool = False
+    status: str = "open"
+    developments: set[str] = dc_field(default_factory=set)
+    retracted: set[str] = dc_field(default_factory=set)
+    quotes: set[str] = dc_field(default_factory=set)
+    followups: set[str] = dc_field(default_factory=set)
 
-        if event.type == "story.opened":
-            if opened:
+    def copy(self) -> StoryRules:
+        """An independent copy, to check a batch against."""
+        return StoryRules(
+            self.opened,
+            self.status,
+            set(self.developments),
+            set(self.retracted),
+            set(self.quotes),
+            set(self.followups),
+        )
+
+    def accept(self, stream: str, type_name: str, data: Mapping[str, Any]) -> list[FieldProblem]:
+        """Fold one event in; return what it breaks (pointers relative to the event)."""
+        problems: list[FieldProblem] = []
+
+        def refuse(field: str, message: str) -> None:
+            problems.append(FieldProblem(field, message))
+
+        if type_name == "story.opened":
+            if self.opened:
                 refuse("/type", f"story {stream!r} is already open")
             elif data["slug"] != stream:
                 refuse("/data/slug", f"must equal the story's stream {stream!r}")
-            opened = True
-            continue
-        if not opened:
+            self.opened = True
+            return problems
+        if not self.opened:
             refuse("/type", f"story {stream!r} does not exist yet; open it with story.opened first")
-            continue
+            return problems
         dev_id: str = data.get("development_id") or ""
-        if event.type == "development.reported":
-            if status == "closed":
+        if type_name == "development.reported":
+            if self.status == "closed":
                 refuse("/type", f"story {stream!r} is closed; reopen it first")
-            if dev_id in developments:
+            if dev_id in self.developments:
                 refuse("/data/development_id", f"development {dev_id!r} already exists")
-            developments.add(dev_id)
-        elif event.type in ("quote.attributed", "development.corrected", "development.retracted"):
-            if dev_id not in developments:
+            self.developments.add(dev_id)
+        elif type_name in _DEVELOPMENT_EVENTS:
+            if dev_id not in self.developments:
                 refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
-            elif dev_id in retracted and event.type != "quote.attributed":
+            elif dev_id in self.retracted and type_name != "quote.attributed":
                 refuse("/data/development_id", f"development {dev_id!r} is retracted")
-            if event.type == "quote.attributed":
-                if data["quote_id"] in quotes:
+            if type_name == "quote.attributed":
+                if data["quote_id"] in self.quotes:
                     refuse("/data/quote_id", f"quote {data['quote_id']!r} already exists")
-                quotes.add(data["quote_id"])
-            if event.type == "development.retracted":
-                retracted.add(dev_id)
-        elif event.type == "story.closed":
-            if status == "closed":
+                self.quotes.add(data["quote_id"])
+            if type_name == "development.retracted":
+                self.retracted.add(dev_id)
+        elif type_name == "story.closed":
+            if self.status == "closed":
                 refuse("/type", f"story {stream!r} is already closed")
-            status = "closed"
-        elif event.type == "story.reopened":
-            if status != "closed":
+            self.status = "closed"
+        elif type_name == "story.reopened":
+            if self.status != "closed":
                 refuse("/type", f"story {stream!r} is not closed")
-            status = "open"
-        elif event.type == "followup.expected":
-            if data["followup_id"] in followups:
-                refuse("/data/followup_id", f"follow-up {data['followup_id']!r} already exists")
-            if dev_id and dev_id not in developments:
+            self.status = "open"
+        elif type_name in ("followup.expected", "followup.resolved"):
+            followup = data["followup_id"]
+            if type_name == "followup.expected" and followup in self.followups:
+                refuse("/data/followup_id", f"follow-up {followup!r} already exists")
+            if type_name == "followup.resolved" and followup not in self.followups:
+                refuse("/data/followup_id", f"no follow-up {followup!r} in story {stream!r}")
+            if dev_id and dev_id not in self.developments:
                 refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
-            followups.add(data["followup_id"])
-        elif event.type == "followup.resolved":
-            if data["followup_id"] not in followups:
-                refuse(
-                    "/data/followup_id", f"no follow-up {data['followup_id']!r} in story {stream!r}"
-                )
-            if dev_id and dev_id not in developments:
-                refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
+            self.followups.add(followup)
+        return problems
+
+
+_DEVELOPMENT_EVENTS = frozenset(
+    {"quote.attributed", "development.corrected", "development.retracted"}
+)
+
+
+def check_append(
+    stream: str,
+    rules: StoryRules | None,
+    events: list[ValidEvent],
+    prior: list[ValidEvent] | None = None,
+) -> StoryRules:
+    """Refuse a batch that would break the story's rules, naming each event; return
+    the rules as they are after it.
+
+    ``rules`` is the stream's committed state (``None`` for a new stream) and
+    ``prior`` the events already accepted after it but not yet committed. The batch
+    is checked as a whole, in order, so a batch may open a story and report into it.
+    """
+    state = rules.copy() if rules is not None else StoryRules()
+    for event in prior or []:
+        state.accept(stream, event.type, event.model.__dict__)
+    problems: list[FieldProblem] = []
+    for index, event in enumerate(events):
+        where = f"/{index}" if len(events) > 1 else ""
+        for problem in state.accept(stream, event.type, event.model.__dict__):
+            problems.append(FieldProblem(where + problem.pointer, problem.message))
     if problems:
         raise ValidationFailed(problems)
+    return state
 
 
 def fold(events: list[RecordedEvent]) -> Story | None:
@@ -393,3 +424,11 @@ def fold(events: list[RecordedEvent]) -> Story | None:
         else:
             story.apply(event)
     return story
+
+
+def rules_of(events: Iterable[RecordedEvent], rules: StoryRules | None = None) -> StoryRules:
+    """Fold a stream's recorded events into (or onto) its rules."""
+    state = rules if rules is not None else StoryRules()
+    for event in events:
+        state.accept(event.stream, event.type, event.data)
+    return state

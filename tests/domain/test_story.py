@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from feedsvc.domain.events import Precision, validate_new_event
-from feedsvc.domain.story import check_append, fold
+from feedsvc.domain.story import check_append, fold, rules_of
 from feedsvc.errors import ValidationFailed
 from feedsvc.ndjson import read_ndjson
 from tests.conftest import SEED, SEED_STREAM, opened, reported
@@ -44,12 +44,12 @@ def test_rules_are_checked_in_order_within_a_batch() -> None:
 
 
 def test_quotes_and_corrections_need_their_development() -> None:
-    story = fold(read_ndjson(SEED))
+    rules = rules_of(read_ndjson(SEED))
     quote = {
         "type": "quote.attributed",
         "occurred_at": "2017-10-12",
         "data": {"quote_id": "q-new", "development_id": "nope", "speaker": "X", "text": "Y"},
     }
     with pytest.raises(ValidationFailed) as info:
-        check_append(SEED_STREAM, story, [validate_new_event(quote)])
+        check_append(SEED_STREAM, rules, [validate_new_event(quote)])
     assert info.value.problems[0].pointer == "/data/development_id"
