@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
