@@ -126,6 +126,7 @@ class Story(_State):
     updated_at: str
     version: int
     last_position: int
+    development_count: int = 0
     developments: dict[str, Development] = Field(default_factory=dict)
     followups: dict[str, FollowUp] = Field(default_factory=dict)
 
@@ -191,6 +192,7 @@ def _reported(story: Story, event: RecordedEvent, data: dict[str, Any]) -> list[
         updated_position=event.position,
     )
     story.developments[dev.development_id] = dev
+    story.development_count += 1
     return [dev.development_id]
 
 

@@ -31,6 +31,8 @@ from feedsvc.rendering.model import EntryView, FeedFormat, FeedView, Scope, Scop
 from feedsvc.rendering.pages import render_index, render_story, render_topic
 
 ALL = Scope(ScopeKind.ALL)
+INDEX_STORIES = 200
+"""The index page lists this many stories, the most recently changed first."""
 HTML = "text/html; charset=utf-8"
 _DEV_EVENTS = frozenset({"quote.attributed", "development.corrected", "development.retracted"})
 
@@ -326,11 +328,13 @@ class Projector:
                     slug,
                     story.model_dump_json(exclude={"developments"}),
                     latest[0] if latest else None,
+                    story.last_position,
                 )
             )
         self.conn.executemany(
-            "INSERT INTO stories (slug, header, latest) VALUES (?, ?, ?) "
-            "ON CONFLICT (slug) DO UPDATE SET header = excluded.header, latest = excluded.latest",
+            "INSERT INTO stories (slug, header, latest, last_position) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (slug) DO UPDATE SET header = excluded.header, "
+            "latest = excluded.latest, last_position = excluded.last_position",
             rows,
         )
         self.conn.executemany(
@@ -473,7 +477,8 @@ class Projector:
         stories: list[Story] = []
         updated = ""
         for header, latest in self.conn.execute(
-            "SELECT header, latest FROM stories ORDER BY slug"
+            "SELECT header, latest FROM stories ORDER BY last_position DESC LIMIT ?",
+            (INDEX_STORIES,),
         ).fetchall():
             story = Story.model_validate_json(header)
             if latest is not None:

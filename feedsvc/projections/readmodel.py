@@ -28,10 +28,12 @@ CREATE TABLE IF NOT EXISTS projections (
     position INTEGER NOT NULL
 ) STRICT;
 CREATE TABLE IF NOT EXISTS stories (
-    slug        TEXT PRIMARY KEY,
-    header      TEXT NOT NULL,
-    latest      TEXT
+    slug          TEXT PRIMARY KEY,
+    header        TEXT NOT NULL,
+    latest        TEXT,
+    last_position INTEGER NOT NULL
 ) STRICT;
+CREATE INDEX IF NOT EXISTS stories_last_position ON stories (last_position);
 CREATE TABLE IF NOT EXISTS developments (
     slug              TEXT NOT NULL,
     development_id    TEXT NOT NULL,

@@ -121,7 +121,7 @@ def render_index(stories: list[Story], urls: Urls, topics: list[tuple[str, str]]
             f'<h3><a href="{text(urls.story_page(story.slug))}" dir="auto">'
             f"{text(story.title)}</a></h3>\n"
             f'<p dir="auto">{text(story.summary)}</p>\n'
-            f'<p class="meta">Status: {text(story.status)} · {len(timeline)} developments'
+            f'<p class="meta">Status: {text(story.status)} · {story.development_count} developments'
             f" · updated {recorded_html(story.updated_at)}</p>\n"
             f"{latest}"
             f"{_feed_links(Scope(ScopeKind.STORY, story.slug), urls)}"

@@ -189,3 +189,10 @@ async def test_archive_page_after_the_newest_redirects_to_the_current_feed(
     assert pending.status == 307
     assert pending.headers["Location"] == f"/feeds/stories/{SEED_STREAM}.atom"
     assert (await client.get(f"/feeds/stories/{SEED_STREAM}/archive/9.atom")).status == 404
+
+
+async def test_the_index_lists_the_story_with_its_latest_development(client: Client) -> None:
+    html = await (await client.get("/")).text()
+    assert "Justice Department finds Connecticut" in html
+    assert "9 developments" in html
+    assert "Latest:" in html and "/feeds/stories/ct-doj-section-1373-compliance.atom" in html
