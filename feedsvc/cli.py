@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from feedsvc.auth import add_token_parser, token_command
 from feedsvc.check import check_log
 from feedsvc.cli_support import make_store
 from feedsvc.errors import FeedsvcError
@@ -129,6 +130,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "export": _export,
     "check": _check,
     "rebuild": _rebuild,
+    "token": token_command,
 }
 
 
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
     sub.add_parser("check", help="verify the log's invariants; exit 1 if broken")
     sub.add_parser("rebuild", help="rebuild every projection from the log into a fresh read model")
+    add_token_parser(sub)
     return parser
 
 

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -39,10 +39,24 @@ from feedsvc.settings import Settings
 from feedsvc.store.port import EventStore
 
 log = logging.getLogger("feedsvc.projections")
+T = TypeVar("T")
 
 BATCH = 1000
 _GENERATION = re.compile(r"^gen-(\d+)\.sqlite3$")
 _STORY_PATH = re.compile(r"^/(?:feeds/)?stories/([a-z0-9-]+)(?:[./]|$)")
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` in a worker thread; if the caller is cancelled, still wait for the
+    thread to finish before the cancellation goes on, since it may be using a
+    connection the caller is about to close."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
 
 
 class DocumentCache:
@@ -238,7 +252,7 @@ class ProjectionRunner:
                 events = await self.store.read_all(self._position, BATCH)
                 if not events:
                     break
-                changes = await asyncio.to_thread(self._projector.apply, events)
+                changes = await _in_thread(self._projector.apply, events)
                 for path in changes.paths:
                     self.cache.drop(path)
                 self._position = events[-1].position
@@ -298,15 +312,15 @@ class ProjectionRunner:
                 events = await self.store.read_all(after, BATCH)
                 if not events:
                     break
-                changes.merge(await asyncio.to_thread(projector.apply, events, render_now=False))
+                changes.merge(await _in_thread(projector.apply, events, render_now=False))
                 after = events[-1].position
                 if progress:
                     progress(len(events))
-            await asyncio.to_thread(projector.render_changes, changes)
+            await _in_thread(projector.render_changes, changes)
             async with self._lock:
                 # the last events appended while we built
                 while events := await self.store.read_all(after, BATCH):
-                    await asyncio.to_thread(projector.apply, events)
+                    await _in_thread(projector.apply, events)
                     after = events[-1].position
                 self._swap(target, projector, remove_old=in_server)
         except BaseException:
@@ -369,7 +383,7 @@ class ProjectionRunner:
                 break
             events.extend(page)
             after = page[-1].position
-        doc = await asyncio.to_thread(self._build_as_of, events, path)
+        doc = await _in_thread(self._build_as_of, events, path)
         self._as_of[key] = doc
         while len(self._as_of) > 64:
             self._as_of.popitem(last=False)

@@ -20,7 +20,7 @@ from feedsvc.errors import FeedsvcError
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
-from feedsvc.web import routes
+from feedsvc.web import api, ops, routes
 from feedsvc.web.keys import PROJECTIONS, SERVICE, SETTINGS, STORE
 from feedsvc.web.problems import problem, problem_for
 
@@ -76,9 +76,15 @@ async def _projections_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """The whole service as an aiohttp application."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[ops.request_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(ops.metrics_ctx)
+    app.cleanup_ctx.append(api.tokens_ctx)
+    app.on_shutdown.append(api.stop_followers)
     app.cleanup_ctx.append(_projections_ctx)
     routes.setup(app)
     return app
@@ -86,7 +92,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def serve(settings: Settings) -> None:
     """Run the service until SIGTERM or SIGINT; finish what is in flight, then stop."""
-    logging.basicConfig(level=settings.log_level.upper())
+    ops.configure_logging(settings)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from feedsvc.auth import RateLimiter, TokenStore
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
 from feedsvc.store.port import EventStore
 
 if TYPE_CHECKING:
     from feedsvc.projections.runner import ProjectionRunner
+    from feedsvc.web.ops import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", EventStore)
 SERVICE = web.AppKey("service", StoryService)
 PROJECTIONS: web.AppKey[ProjectionRunner] = web.AppKey("projections")
+TOKENS = web.AppKey("tokens", TokenStore)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+STOPPING = web.AppKey("stopping", asyncio.Event)
+"""Set when the server begins to shut down: long polls and live streams end."""

@@ -1,0 +1,703 @@
+"""The HTTP API for services: append to a story, follow the log.
+
+* ``POST /api/stories/{slug}/events`` appends one event or an array of them,
+  atomically, with a bearer token, an optional expected version (in the body or
+  ``If-Match``) and idempotency by event id.
+* ``GET /api/events`` reads the global log after a cursor, optionally long-polling;
+  ``GET /api/stories/{slug}/events`` reads one story's stream;
+  ``GET /api/events/live`` tails the log as Server-Sent Events, resuming after
+  ``Last-Event-ID``.
+
+Every refusal is an RFC 9457 ``application/problem+json`` answer that says what to
+fix, and no refused request writes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from feedsvc.auth import RateLimiter, SQLiteTokenStore, TokenInfo, ensure_admin_token, retry_after
+from feedsvc.domain.events import CURRENT_VERSIONS, RecordedEvent, ValidEvent, is_slug
+from feedsvc.errors import FieldProblem, StoreError, ValidationFailed
+from feedsvc.store.port import AppendResult, EventStore, Expected
+from feedsvc.web.keys import (
+    METRICS,
+    RATE_LIMITER,
+    SERVICE,
+    SETTINGS,
+    STOPPING,
+    STORE,
+    TOKENS,
+)
+from feedsvc.web.ops import ACTOR, REQUEST_ID, REQUEST_ID_HEADER
+from feedsvc.web.problems import problem
+
+log = logging.getLogger("feedsvc.web")
+
+SERVER_FIELDS = ("position", "recorded_at", "version", "stream")
+"""Facts about an event that only the log may state."""
+ENVELOPE_FIELDS = ("expected_version", "events")
+JSON_TYPE = "application/json"
+DEFAULT_LIMIT = 100
+MAX_POSITION = 2**63 - 1  # SQLite's largest integer
+_REALM = 'Bearer realm="feedsvc"'
+_ETAG_RE = re.compile(r'^"(\d{1,18})"$')
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Refused(Exception):
+    """Ends a request early with a ready problem answer."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _answers_refusals(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _Refused as refused:
+            return refused.response
+
+    return wrapper
+
+
+def _bad_parameter(name: str, detail: str, where: str = "parameter") -> _Refused:
+    return _Refused(
+        problem(
+            400,
+            f"Invalid {where}",
+            f"{where} {name}: {detail}",
+            slug=f"invalid-{where}",
+            errors=[{where: name, "detail": detail}],
+        )
+    )
+
+
+# -- application life ---------------------------------------------------------------
+
+
+async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The token store, the per-token rate limiter, and the first admin token."""
+    settings = app[SETTINGS]
+    tokens = SQLiteTokenStore(settings.database_path, busy_timeout_ms=settings.busy_timeout_ms)
+    await tokens.open()
+    try:
+        path = await ensure_admin_token(tokens, settings.data_dir)
+        if path is not None:
+            log.warning("first start: wrote an admin token to %s (mode 0600)", path)
+            print(f"feedsvc: first start: an admin token is in {path}", flush=True)
+        app[TOKENS] = tokens
+        app[RATE_LIMITER] = RateLimiter(settings.token_rate_per_s, settings.token_burst)
+        app[STOPPING] = asyncio.Event()
+        yield
+    finally:
+        await tokens.close()
+
+
+async def stop_followers(app: web.Application) -> None:
+    """On shutdown, end long polls and live streams so the appends in flight are
+    all the server still waits for."""
+    if STOPPING in app:
+        app[STOPPING].set()
+
+
+# -- append -------------------------------------------------------------------------
+
+
+async def _authenticate(request: web.Request) -> TokenInfo:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise _Refused(
+            problem(
+                401,
+                "Authentication required",
+                "appending needs a bearer token: send 'Authorization: Bearer <token>' "
+                "(an operator creates one with `feedsvc token create`)",
+                slug="unauthorized",
+                headers={"WWW-Authenticate": _REALM},
+            )
+        )
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise _Refused(
+            problem(
+                401,
+                "Authentication required",
+                "the Authorization header must be 'Bearer <token>'",
+                slug="unauthorized",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_request"'},
+            )
+        )
+    token = await request.app[TOKENS].authenticate(secret)
+    if token is None:
+        raise _Refused(
+            problem(
+                401,
+                "Invalid token",
+                "the bearer token is unknown or revoked; ask an operator for a valid one",
+                slug="invalid-token",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
+        )
+    request[ACTOR] = token.name
+    return token
+
+
+def _check_rate(request: web.Request, token: TokenInfo) -> None:
+    limiter = request.app[RATE_LIMITER]
+    wait = limiter.take(token.name)
+    if wait > 0:
+        after = retry_after(wait)
+        raise _Refused(
+            problem(
+                429,
+                "Too many requests",
+                f"token {token.name!r} may append {limiter.rate:g} times a second "
+                f"(bursts of {limiter.burst:g}); retry after {after} s",
+                slug="rate-limited",
+                headers={"Retry-After": after},
+            )
+        )
+
+
+async def _read_json_body(request: web.Request) -> Any:
+    settings = request.app[SETTINGS]
+    if request.content_type != JSON_TYPE or (
+        request.charset is not None and request.charset.lower() not in ("utf-8", "utf8")
+    ):
+        sent = request.headers.get("Content-Type", "no Content-Type")
+        raise _Refused(
+            problem(
+                415,
+                "Unsupported media type",
+                f"send the events as {JSON_TYPE} (UTF-8), not {sent}",
+                slug="unsupported-media-type",
+                headers={"Accept-Post": JSON_TYPE},
+            )
+        )
+    too_large = _Refused(
+        problem(
+            413,
+            "Request too large",
+            f"the body is larger than {settings.max_body_bytes} bytes; "
+            "split the events over several requests",
+            slug="too-large",
+            max_body_bytes=settings.max_body_bytes,
+        )
+    )
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise too_large
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    if len(body) > settings.max_body_bytes:
+        raise too_large
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise _Refused(
+            problem(
+                400,
+                "Malformed JSON",
+                f"the body is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}",
+                slug="malformed-json",
+                errors=[{"pointer": "", "detail": f"not valid JSON: {e.msg}"}],
+            )
+        ) from None
+
+
+def _expected_from(value: Any, pointer: str) -> Expected:
+    if value in ("any", "no_stream"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValidationFailed(
+        [FieldProblem(pointer, 'must be a version (0 or more), "any" or "no_stream"')],
+        what="request",
+    )
+
+
+def _if_match(request: web.Request) -> Expected | None:
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    value = header.strip()
+    if value == "*":
+        return "any"
+    m = _ETAG_RE.match(value)
+    if m is None:
+        raise _bad_parameter(
+            "If-Match",
+            f'{value!r} is not one strong ETag of the stream, such as "7" '
+            "(the version you last read)",
+            where="header",
+        )
+    return int(m[1])
+
+
+def _expected(in_body: Expected | None, in_header: Expected | None) -> Expected:
+    """The expected version from the body or ``If-Match`` (both: they must agree)."""
+    if in_body is not None and in_header is not None and in_body != in_header:
+        raise ValidationFailed(
+            [
+                FieldProblem(
+                    "/expected_version",
+                    f"says {in_body} but If-Match says {in_header}; send one of them",
+                )
+            ],
+            what="request",
+        )
+    for value in (in_body, in_header):
+        if value is not None:
+            return value
+    return "any"
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix(form: str, count: int) -> str:
+    """What to put before the pointers of :meth:`StoryService.validate` (which index
+    events only when there are several) to make them point into the body."""
+    base = "/events" if form == "envelope" else ""
+    return base + ("/0" if count == 1 and form != "object" else "")
+
+
+def _parse_append_body(body: Any) -> tuple[list[Any], Expected | None, str]:
+    """The submitted events, the expected version in the body, and the body form."""
+    if isinstance(body, list):
+        return body, None, "array"
+    if isinstance(body, dict) and "events" in body:
+        problems = [
+            FieldProblem(f"/{k}", "unknown field; the body holds expected_version and events")
+            for k in body
+            if k not in ENVELOPE_FIELDS
+        ]
+        events = body["events"]
+        if not isinstance(events, list):
+            problems.append(FieldProblem("/events", "must be an array of events"))
+        expected: Expected | None = None
+        if "expected_version" in body:
+            try:
+                expected = _expected_from(body["expected_version"], "/expected_version")
+            except ValidationFailed as e:
+                problems.extend(e.problems)
+        if problems:
+            raise ValidationFailed(problems, what="request")
+        return events, expected, "envelope"
+    if isinstance(body, dict):
+        return [body], None, "object"
+    raise ValidationFailed(
+        [
+            FieldProblem(
+                "",
+                "the body must be an event object, an array of events, "
+                "or {expected_version, events}",
+            )
+        ],
+        what="request",
+    )
+
+
+def _relocate(error: ValidationFailed, prefix: str) -> ValidationFailed:
+    if not prefix:
+        return error
+    moved = [FieldProblem(prefix + p.pointer, p.message) for p in error.problems]
+    return ValidationFailed(moved, what=error.what)
+
+
+def _validate(request: web.Request, raw_events: list[Any], actor: str) -> list[ValidEvent]:
+    """Validate every event, refusing the fields only the server may set."""
+    many = len(raw_events) > 1
+    problems: list[FieldProblem] = []
+    cleaned: list[Any] = []
+    for index, raw in enumerate(raw_events):
+        if isinstance(raw, dict):
+            where = f"/{index}" if many else ""
+            for name in SERVER_FIELDS:
+                if name in raw:
+                    problems.append(
+                        FieldProblem(
+                            f"{where}/{name}",
+                            f"{name} is set by the server when the event is appended; leave it out",
+                        )
+                    )
+            raw = {k: v for k, v in raw.items() if k not in SERVER_FIELDS}
+        cleaned.append(raw)
+    try:
+        valid = request.app[SERVICE].validate(cleaned, actor)
+    except ValidationFailed as e:
+        raise ValidationFailed(problems + e.problems) from None
+    if problems:
+        raise ValidationFailed(problems)
+    return valid
+
+
+def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web.Response:
+    settings = request.app[SETTINGS]
+    path = f"/api/stories/{slug}/events"
+    body = {
+        "stream": result.stream,
+        "version": result.version,
+        "events": [
+            {"id": event_id, "position": position}
+            for event_id, position in zip(result.ids, result.positions, strict=True)
+        ],
+        "recorded_at": result.recorded_at,
+        "replayed": result.replayed,
+    }
+    headers = {"Location": settings.public_base_url.rstrip("/") + path}
+    if not result.replayed:
+        headers["ETag"] = f'"{result.version}"'
+    return web.Response(
+        status=200 if result.replayed else 201,
+        body=orjson.dumps(body),
+        content_type=JSON_TYPE,
+        headers=headers,
+    )
+
+
+@_answers_refusals
+async def append_events(request: web.Request) -> web.StreamResponse:
+    """``POST /api/stories/{slug}/events``: append events to one story."""
+    app = request.app
+    settings, store = app[SETTINGS], app[STORE]
+    slug = request.match_info["slug"]
+    token = await _authenticate(request)
+    _check_rate(request, token)
+    if not token.scope.may_append(slug):
+        raise _Refused(
+            problem(
+                403,
+                "Out of scope",
+                f"token {token.name!r} (scope {token.scope}) may not append to story {slug!r}",
+                slug="forbidden",
+            )
+        )
+    body = await _read_json_body(request)
+    raw_events, body_expected, form = _parse_append_body(body)
+    expected = _expected(body_expected, _if_match(request))
+    if not raw_events:
+        pointer = "/events" if form == "envelope" else ""
+        raise ValidationFailed([FieldProblem(pointer, "no events to append")], what="request")
+    if len(raw_events) > settings.max_events_per_request:
+        raise _Refused(
+            problem(
+                413,
+                "Too many events",
+                f"{len(raw_events)} events in one request; at most "
+                f"{settings.max_events_per_request} are accepted: split them over several "
+                "requests",
+                slug="too-many-events",
+                max_events_per_request=settings.max_events_per_request,
+            )
+        )
+    prefix = _prefix(form, len(raw_events))
+    try:
+        valid = _validate(request, raw_events, token.name)
+    except ValidationFailed as e:
+        raise _relocate(e, prefix) from None
+    opens = any(event.type == "story.opened" for event in valid)
+    if opens and not token.scope.may_open:
+        raise _Refused(
+            problem(
+                403,
+                "Out of scope",
+                f"token {token.name!r} (scope {token.scope}) may append to its stories but "
+                "not open new ones; opening needs scope append:* or admin",
+                slug="forbidden",
+            )
+        )
+    if not is_slug(slug):
+        raise _Refused(_no_story(slug))
+    replay = bool(await store.find([event.id for event in valid]))
+    if not replay:
+        current = await store.stream_version(slug)
+        if opens and current > 0:
+            raise _Refused(_story_exists(slug, current))
+        if not opens and current == 0:
+            raise _Refused(_no_story(slug))
+    started = time.perf_counter()
+    try:
+        result = await app[SERVICE].append_valid(slug, valid, expected)
+    except ValidationFailed as e:
+        if opens and _refuses_opening(e, valid):
+            # another request opened it first (perhaps not yet committed)
+            raise _Refused(_story_exists(slug, await _opened_version(store, slug))) from None
+        raise _relocate(e, prefix) from None
+    metrics = app[METRICS]
+    if result.replayed:
+        metrics.appends.labels("replayed").inc()
+    else:
+        metrics.append_latency.observe(time.perf_counter() - started)
+        metrics.appends.labels("written").inc()
+        metrics.appended_events.inc(len(result.ids))
+    return _append_answer(request, slug, result)
+
+
+def _refuses_opening(error: ValidationFailed, events: Sequence[ValidEvent]) -> bool:
+    """Whether the story's rules refused a ``story.opened`` of the batch: the one rule
+    about an opening's type is that the story must not be open already."""
+    openings = {
+        f"/{i}/type" if len(events) > 1 else "/type"
+        for i, event in enumerate(events)
+        if event.type == "story.opened"
+    }
+    return any(p.pointer in openings for p in error.problems)
+
+
+async def _opened_version(store: EventStore, slug: str, patience: float = 5.0) -> int:
+    """The version of a story that a concurrent request is opening, once committed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while (version := await store.stream_version(slug)) == 0:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        await store.wait_for(await store.head() + 1, min(remaining, 0.5))
+    return version
+
+
+def _no_story(slug: str) -> web.Response:
+    if not is_slug(slug):
+        detail = f"{slug!r} is not a story slug (lowercase a-z, 0-9 and single hyphens)"
+    else:
+        detail = (
+            f"there is no story {slug!r}; open it first with a story.opened event "
+            f"whose data.slug is {slug!r}"
+        )
+    return problem(404, "Unknown story", detail, slug="unknown-story")
+
+
+def _story_exists(slug: str, current: int) -> web.Response:
+    return problem(
+        409,
+        "Story exists",
+        f"story {slug!r} is already open (at version {current}); "
+        "append its developments instead of opening it again",
+        slug="story-exists",
+        headers={"ETag": f'"{current}"'},
+        current_version=current,
+    )
+
+
+# -- follow -------------------------------------------------------------------------
+
+
+def _int_param(
+    query: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
+) -> int:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise _bad_parameter(name, f"{text!r} is not a whole number") from None
+    if value < minimum:
+        raise _bad_parameter(name, f"must be {minimum} or more")
+    if maximum is not None and value > maximum:
+        raise _bad_parameter(name, f"must be {maximum} or less")
+    return value
+
+
+def _float_param(query: Mapping[str, str], name: str, default: float, maximum: float) -> float:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad_parameter(name, f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise _bad_parameter(name, "must be 0 or more seconds")
+    return min(value, maximum)
+
+
+def _check_parameters(request: web.Request, known: Sequence[str]) -> None:
+    unknown = sorted(set(request.query) - set(known))
+    if unknown:
+        raise _bad_parameter(
+            unknown[0], f"unknown parameter; this resource takes {', '.join(known)}"
+        )
+
+
+def _filters(request: web.Request) -> tuple[list[str] | None, str | None]:
+    types = [t for t in request.query.getall("type", []) if t]
+    for name in types:
+        if name not in CURRENT_VERSIONS:
+            raise _bad_parameter(
+                "type",
+                f"unknown event type {name!r}; known: {', '.join(sorted(CURRENT_VERSIONS))}",
+            )
+    stream = request.query.get("stream") or None
+    if stream is not None and not is_slug(stream):
+        raise _bad_parameter("stream", f"{stream!r} is not a story slug")
+    return types or None, stream
+
+
+async def _wait_for_commit(
+    store: EventStore,
+    position: int,
+    timeout: float,
+    stopping: asyncio.Event,
+    *also: asyncio.Future[Any],
+) -> None:
+    """Wait until the log reaches ``position``, the timeout passes, the server stops
+    or one of ``also`` completes."""
+    waiter = asyncio.ensure_future(store.wait_for(position, timeout))
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait([waiter, stop, *also], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiter, stop):
+            task.cancel()
+        await asyncio.gather(waiter, stop, return_exceptions=True)
+
+
+def _page_json(events: Sequence[RecordedEvent], **fields: Any) -> bytes:
+    return orjson.dumps({"events": [e.as_dict() for e in events], **fields})
+
+
+@_answers_refusals
+async def read_log(request: web.Request) -> web.StreamResponse:
+    """``GET /api/events``: the log after a cursor, a page at a time, long-polling."""
+    app = request.app
+    settings, store, stopping = app[SETTINGS], app[STORE], app[STOPPING]
+    _check_parameters(request, ("after", "limit", "wait", "type", "stream"))
+    query = request.query
+    after = _int_param(query, "after", 0, 0, MAX_POSITION)
+    limit = _int_param(
+        query, "limit", min(DEFAULT_LIMIT, settings.max_page_size), 1, settings.max_page_size
+    )
+    wait = _float_param(query, "wait", 0.0, settings.max_wait_s)
+    types, stream = _filters(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    start = after
+    while True:
+        head = await store.head()
+        events = await store.read_all(start, limit, types=types, stream=stream, upto=head)
+        remaining = deadline - loop.time()
+        if events or remaining <= 0 or stopping.is_set():
+            break
+        # nothing up to the head matched: later reads begin there
+        start = max(start, head)
+        await _wait_for_commit(store, start + 1, remaining, stopping)
+    # a short page holds every match up to the head, so the cursor moves to the head
+    cursor = events[-1].position if len(events) == limit else max(start, head)
+    return web.Response(
+        body=_page_json(events, next=cursor, head=head),
+        content_type=JSON_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags or f"W/{etag}" in tags
+
+
+@_answers_refusals
+async def read_stream(request: web.Request) -> web.StreamResponse:
+    """``GET /api/stories/{slug}/events``: one story's stream, from a version on."""
+    app = request.app
+    settings, store = app[SETTINGS], app[STORE]
+    slug = request.match_info["slug"]
+    _check_parameters(request, ("from_version", "limit"))
+    from_version = _int_param(request.query, "from_version", 1, 1, MAX_POSITION)
+    limit = _int_param(
+        request.query,
+        "limit",
+        min(DEFAULT_LIMIT, settings.max_page_size),
+        1,
+        settings.max_page_size,
+    )
+    current = await store.stream_version(slug) if is_slug(slug) else 0
+    if current == 0:
+        return _no_story(slug)
+    etag = f'"{current}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if _matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    # the stream may grow meanwhile: answer exactly the version the ETag names
+    events = [e for e in await store.read_stream(slug, from_version, limit) if e.version <= current]
+    more = bool(events) and events[-1].version < current
+    next_version = events[-1].version + 1 if more else None
+    return web.Response(
+        body=_page_json(events, stream=slug, version=current, next=next_version),
+        content_type=JSON_TYPE,
+        headers=headers,
+    )
+
+
+@_answers_refusals
+async def live(request: web.Request) -> web.StreamResponse:
+    """``GET /api/events/live``: every new event as a Server-Sent Event.
+
+    Each event's SSE id is its position, so a reconnecting client (which sends
+    ``Last-Event-ID``) resumes exactly after the last event it received. Events are
+    read from the store at the client's own pace, a page (``sse_queue`` events) at a
+    time, so a slow client holds at most one page; one that stops reading is dropped
+    after the send timeout.
+    """
+    app = request.app
+    settings, store, stopping = app[SETTINGS], app[STORE], app[STOPPING]
+    _check_parameters(request, ("after", "type", "stream"))
+    types, stream = _filters(request)
+    last_event_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_event_id:
+        if not last_event_id.isdigit() or int(last_event_id) > MAX_POSITION:
+            raise _bad_parameter(
+                "Last-Event-ID", f"{last_event_id!r} is not an event position", where="header"
+            )
+        after = int(last_event_id)
+    elif request.query.get("after"):
+        after = _int_param(request.query, "after", 0, 0, MAX_POSITION)
+    else:
+        after = await store.head()
+    page = max(1, min(settings.sse_queue, settings.max_page_size))
+    heartbeat = max(settings.sse_heartbeat_s, 0.01)
+    headers = {REQUEST_ID_HEADER: request[REQUEST_ID]} if REQUEST_ID in request else {}
+    async with sse_response(
+        request,
+        headers=headers,
+        ping_interval=heartbeat,
+        send_timeout=max(4 * heartbeat, 1.0),
+    ) as sse:
+        gone = asyncio.ensure_future(sse.wait())
+        cursor = after
+        try:
+            while not stopping.is_set() and not gone.done():
+                head = await store.head()
+                events = await store.read_all(cursor, page, types=types, stream=stream, upto=head)
+                for event in events:
+                    await sse.send(
+                        event.to_json().decode(), id=str(event.position), event=event.type
+                    )
+                if len(events) == page:
+                    cursor = events[-1].position
+                    continue
+                cursor = max(cursor, head)
+                await _wait_for_commit(store, cursor + 1, heartbeat, stopping, gone)
+        except (ConnectionResetError, TimeoutError, StoreError) as e:
+            log.info("live stream ended: %s", type(e).__name__)
+        finally:
+            gone.cancel()
+    return sse
