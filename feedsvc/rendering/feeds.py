@@ -32,8 +32,10 @@ feedgen 1.0.0 gets these wrong (each is pinned by a test):
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -83,7 +85,32 @@ class _Entry:
     view: EntryView
 
 
+_ENTRY_CACHE: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
+_ENTRY_CACHE_SIZE = 4096
+_ENTRY_LOCK = threading.Lock()
+
+
 def _entry(view: FeedView, item: EntryView) -> _Entry:
+    """The entry of ``item``, rendered once per version of it and shared by every scope
+    and format (a development appears in its story's, every topic's and the all-stories
+    feed, in three formats each)."""
+    story, dev = item.story, item.development
+    # everything the entry shows, so a cached entry is never stale
+    key = (view.urls.base, story.slug, story.title, tuple(story.topics), repr(dev))
+    with _ENTRY_LOCK:
+        cached = _ENTRY_CACHE.get(key)
+        if cached is not None:
+            _ENTRY_CACHE.move_to_end(key)
+            return cached if cached.view == item else replace(cached, view=item)
+    entry = _render_entry(view, item)
+    with _ENTRY_LOCK:
+        _ENTRY_CACHE[key] = entry
+        while len(_ENTRY_CACHE) > _ENTRY_CACHE_SIZE:
+            _ENTRY_CACHE.popitem(last=False)
+    return entry
+
+
+def _render_entry(view: FeedView, item: EntryView) -> _Entry:
     story, dev = item.story, item.development
     title = plain_text(dev.headline) or dev.development_id
     if dev.retraction is not None:
