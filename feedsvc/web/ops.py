@@ -294,3 +294,5 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # APScheduler logs every job run at INFO: once per append here, so only its problems
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
