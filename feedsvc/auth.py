@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -174,10 +175,16 @@ class TokenStore(ABC):
 class SQLiteTokenStore(TokenStore):
     """Tokens in the ``tokens`` table of the SQLite events database."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, cache_s: float = 1.0) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.cache_s = cache_s
+        """How long the active tokens are kept in memory: a change made by this process
+        takes effect at once, one made by another (``feedsvc token revoke``) within
+        ``cache_s`` seconds."""
         self._conn: aiosqlite.Connection | None = None
+        self._active: list[Any] | None = None
+        self._active_at = 0.0
 
     async def open(self) -> None:
         try:
@@ -228,6 +235,7 @@ class SQLiteTokenStore(TokenStore):
                 "WHERE tokens.revoked_at IS NOT NULL",
                 (name, hash_secret(secret), str(scope), now),
             )
+            self._active = None
         except sqlite3.IntegrityError as e:
             raise TokenError(f"cannot store token {name!r}: {e}") from e
         except sqlite3.Error as e:
@@ -258,6 +266,7 @@ class SQLiteTokenStore(TokenStore):
                 "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                 (now, name),
             )
+            self._active = None
         except sqlite3.Error as e:
             raise StoreUnavailable(f"cannot write token database {self.path}: {e}") from e
         rows = await self._rows(
@@ -270,9 +279,13 @@ class SQLiteTokenStore(TokenStore):
 
     async def authenticate(self, secret: str) -> TokenInfo | None:
         digest = hash_secret(secret)
-        rows = await self._rows(
-            "SELECT name, hash, scope, created_at FROM tokens WHERE revoked_at IS NULL"
-        )
+        now = time.monotonic()
+        if self._active is None or now - self._active_at > self.cache_s:
+            self._active = await self._rows(
+                "SELECT name, hash, scope, created_at FROM tokens WHERE revoked_at IS NULL"
+            )
+            self._active_at = now
+        rows = self._active
         found: TokenInfo | None = None
         for name, stored, scope, created_at in rows:
             # every hash is compared, so the time taken does not tell which one matched

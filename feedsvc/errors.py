@@ -30,10 +30,15 @@ class FeedsvcError(Exception):
 
 @dataclass(frozen=True)
 class FieldProblem:
-    """One bad field: where it is (a JSON pointer) and what is wrong with it."""
+    """One bad field: where it is (a JSON pointer) and what is wrong with it.
+
+    ``code`` marks the problems a caller may answer differently: ``no-story`` (the
+    story does not exist) and ``story-exists`` (opening a story that is open).
+    """
 
     pointer: str
     message: str
+    code: str | None = None
 
     def __str__(self) -> str:
         return f"{self.pointer or '/'}: {self.message}"

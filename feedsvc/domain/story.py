@@ -334,18 +334,22 @@ class StoryRules:
         """Fold one event in; return what it breaks (pointers relative to the event)."""
         problems: list[FieldProblem] = []
 
-        def refuse(field: str, message: str) -> None:
-            problems.append(FieldProblem(field, message))
+        def refuse(field: str, message: str, code: str | None = None) -> None:
+            problems.append(FieldProblem(field, message, code))
 
         if type_name == "story.opened":
             if self.opened:
-                refuse("/type", f"story {stream!r} is already open")
+                refuse("/type", f"story {stream!r} is already open", "story-exists")
             elif data["slug"] != stream:
                 refuse("/data/slug", f"must equal the story's stream {stream!r}")
             self.opened = True
             return problems
         if not self.opened:
-            refuse("/type", f"story {stream!r} does not exist yet; open it with story.opened first")
+            refuse(
+                "/type",
+                f"story {stream!r} does not exist yet; open it with story.opened first",
+                "no-story",
+            )
             return problems
         dev_id: str = data.get("development_id") or ""
         if type_name == "development.reported":
@@ -410,7 +414,7 @@ def check_append(
     for index, event in enumerate(events):
         where = f"/{index}" if len(events) > 1 else ""
         for problem in state.accept(stream, event.type, event.model.__dict__):
-            problems.append(FieldProblem(where + problem.pointer, problem.message))
+            problems.append(FieldProblem(where + problem.pointer, problem.message, problem.code))
     if problems:
         raise ValidationFailed(problems)
     return state

@@ -316,7 +316,7 @@ def _parse_append_body(body: Any) -> tuple[list[Any], Expected | None, str]:
 def _relocate(error: ValidationFailed, prefix: str) -> ValidationFailed:
     if not prefix:
         return error
-    moved = [FieldProblem(prefix + p.pointer, p.message) for p in error.problems]
+    moved = [FieldProblem(prefix + p.pointer, p.message, p.code) for p in error.problems]
     return ValidationFailed(moved, what=error.what)
 
 
@@ -424,19 +424,15 @@ async def append_events(request: web.Request) -> web.StreamResponse:
         )
     if not is_slug(slug):
         raise _Refused(_no_story(slug))
-    replay = bool(await store.find([event.id for event in valid]))
-    if not replay:
-        current = await store.stream_version(slug)
-        if opens and current > 0:
-            raise _Refused(_story_exists(slug, current))
-        if not opens and current == 0:
-            raise _Refused(_no_story(slug))
     started = time.perf_counter()
     try:
         result = await app[SERVICE].append_valid(slug, valid, expected)
     except ValidationFailed as e:
-        if opens and _refuses_opening(e, valid):
-            # another request opened it first (perhaps not yet committed)
+        codes = {p.code for p in e.problems}
+        if "no-story" in codes:
+            raise _Refused(_no_story(slug)) from None
+        if "story-exists" in codes:
+            # opened before, or by a concurrent request (perhaps not yet committed)
             raise _Refused(_story_exists(slug, await _opened_version(store, slug))) from None
         raise _relocate(e, prefix) from None
     metrics = app[METRICS]
@@ -447,17 +443,6 @@ async def append_events(request: web.Request) -> web.StreamResponse:
         metrics.appends.labels("written").inc()
         metrics.appended_events.inc(len(result.ids))
     return _append_answer(request, slug, result)
-
-
-def _refuses_opening(error: ValidationFailed, events: Sequence[ValidEvent]) -> bool:
-    """Whether the story's rules refused a ``story.opened`` of the batch: the one rule
-    about an opening's type is that the story must not be open already."""
-    openings = {
-        f"/{i}/type" if len(events) > 1 else "/type"
-        for i, event in enumerate(events)
-        if event.type == "story.opened"
-    }
-    return any(p.pointer in openings for p in error.problems)
 
 
 async def _opened_version(store: EventStore, slug: str, patience: float = 5.0) -> int:
