@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -81,6 +81,10 @@ class Occurred:
         """Parse the lexical form; raise ``ValueError`` naming what is wrong."""
         if not isinstance(text, str):
             raise ValueError("must be a string")
+        return _parse_occurred(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Occurred:
         try:
             if m := _YEAR_RE.match(text):
                 return cls(_utc(int(m[1]), 1, 1), Precision.YEAR, text)
@@ -115,6 +119,12 @@ class Occurred:
         return s.strftime("%B %-d, %Y, %H:%M UTC")
 
 
+@lru_cache(maxsize=8192)
+def _parse_occurred(text: str) -> Occurred:
+    # the same dates recur (a day's developments): parse each spelling once
+    return Occurred._parse(text)
+
+
 def _utc(year: int, month: int, day: int) -> datetime:
     if year < 1:
         raise ValueError("year must be 0001 or later")
@@ -126,12 +136,14 @@ def _check_occurred(value: str) -> str:
     return value
 
 
+_URL_RE = re.compile(r"^https?://(?:[^\s/?#@]+@)?[^\s/?#@:]+(?::\d+)?(?:[/?#]\S*)?$")
+
+
 def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _URL_RE.match(value):
+        if _SPACE_RE.search(value):
+            raise ValueError("must not contain whitespace")
         raise ValueError("must be an absolute http(s) URL")
-    if _SPACE_RE.search(value):
-        raise ValueError("must not contain whitespace")
     return value
 
 
