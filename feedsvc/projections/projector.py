@@ -9,9 +9,12 @@ Nothing here reads the wall clock: every time in a document comes from the event
 the same log always gives the same bytes.
 
 How feeds are paged (RFC 5005): every development that enters a scope takes the next
-*ordinal* of that scope. Archive page ``k`` holds ordinals ``(k-1)·N+1 … k·N`` and is
-rendered once, at the event that fills it, with the entries as they were then: it never
-changes afterwards. The subscription document holds the ``N`` entries touched most
+*ordinal* of that scope. Archive page ``k`` holds ordinals ``(k-1)·N+1 … k·N`` with the
+entries as they were at the event that filled it, so it never changes afterwards. At
+that event the page is only *recorded* (which version of which development, under which
+story title); it is rendered later, from that record, by :meth:`Projector.render_archive`
+(a background job, or the first request), which keeps a rebuild from rendering every
+page of history while it folds. The subscription document holds the ``N`` entries touched most
 recently (reported, quoted, corrected or retracted), so a correction to an old entry
 reaches subscribers with its ``updated`` bumped.
 """
@@ -21,6 +24,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import orjson
 
 from feedsvc.domain.events import RecordedEvent, slugify
 from feedsvc.domain.story import Development, Story
@@ -67,6 +72,8 @@ class Changes:
     scopes: set[Scope] = field(default_factory=set)
     stories: set[str] = field(default_factory=set)
     index: bool = False
+    archives: bool = False
+    """Whether an archive page filled (and waits to be rendered)."""
     paths: set[str] = field(default_factory=set)
 
     def merge(self, other: Changes) -> None:
@@ -74,6 +81,7 @@ class Changes:
         self.scopes |= other.scopes
         self.stories |= other.stories
         self.index = self.index or other.index
+        self.archives = self.archives or other.archives
         self.paths |= other.paths
 
 
@@ -265,7 +273,8 @@ class Projector:
             batch.dirty_scopes.add(scope)
             changes.scopes.add(scope)
             if ordinal % self.feed_size == 0:
-                changes.paths |= self._render_archive(batch, scope, ordinal // self.feed_size)
+                self._record_archive(batch, scope, ordinal // self.feed_size)
+                changes.archives = True
 
     def _scope(
         self, batch: _Batch, scope: Scope, label: str | None, event: RecordedEvent
@@ -298,6 +307,18 @@ class Projector:
         changes.scopes.add(scope)
 
     def _flush(self, batch: _Batch) -> None:
+        states = {
+            key: batch.stories[key[0]].developments[key[1]].model_dump_json()
+            for key in sorted(batch.dirty_devs)
+        }
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO development_versions (slug, development_id, position, state) "
+            "VALUES (?, ?, ?, ?)",
+            [
+                (slug, dev_id, batch.stories[slug].developments[dev_id].updated_position, state)
+                for (slug, dev_id), state in states.items()
+            ],
+        )
         self.conn.executemany(
             "INSERT INTO developments (slug, development_id, occurred_start, "
             "reported_position, state) VALUES (?, ?, ?, ?, ?) "
@@ -309,7 +330,7 @@ class Projector:
                     dev_id,
                     dev.occurred_start,
                     dev.reported_position,
-                    dev.model_dump_json(),
+                    states[(slug, dev_id)],
                 )
                 for slug, dev_id in sorted(batch.dirty_devs)
                 for dev in [batch.stories[slug].developments[dev_id]]
@@ -406,26 +427,123 @@ class Projector:
             for fmt in FeedFormat
         ]
 
-    def _render_archive(self, batch: _Batch, scope: Scope, page: int) -> set[str]:
-        label, updated, count = batch.scopes[scope]
+    def _record_archive(self, batch: _Batch, scope: Scope, page: int) -> None:
+        """Record archive page ``page`` of ``scope`` as it is now: it just filled."""
+        label, updated, _ = batch.scopes[scope]
         low = (page - 1) * self.feed_size + 1
         pairs = self.conn.execute(
             "SELECT slug, development_id FROM scope_entries "
             "WHERE scope = ? AND ordinal BETWEEN ? AND ? ORDER BY ordinal DESC",
             (scope.name, low, page * self.feed_size),
         ).fetchall()
+        rows = []
+        for slot, view in enumerate(self._entries(batch, pairs)):
+            story, dev = view.story, view.development
+            if (story.slug, dev.development_id) in batch.dirty_devs:
+                self._keep_version(story.slug, dev)
+            rows.append(
+                (
+                    scope.name,
+                    page,
+                    slot,
+                    story.slug,
+                    dev.development_id,
+                    dev.updated_position,
+                    story.title,
+                    orjson.dumps(story.topics).decode(),
+                )
+            )
+        self.conn.executemany(
+            "INSERT INTO archive_entries (scope, page, slot, slug, development_id, "
+            "dev_position, story_title, story_topics) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         title, subtitle = self._archive_meta(batch, scope, label)
+        self.conn.execute(
+            "INSERT INTO archive_pages (scope, page, title, subtitle, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (scope.name, page, title, subtitle, updated),
+        )
+
+    def _keep_version(self, slug: str, dev: Development) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO development_versions (slug, development_id, position, state) "
+            "VALUES (?, ?, ?, ?)",
+            (slug, dev.development_id, dev.updated_position, dev.model_dump_json()),
+        )
+
+    def pending_archives(self, limit: int) -> list[tuple[Scope, int]]:
+        """Archive pages recorded but not rendered yet."""
+        rows = self.conn.execute(
+            "SELECT scope, page FROM archive_pages WHERE rendered = 0 ORDER BY scope, page LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(Scope.from_name(scope), int(page)) for scope, page in rows]
+
+    def render_archive(self, scope: Scope, page: int) -> set[str]:
+        """Render one recorded archive page in every format, in its own transaction."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            paths = self._render_recorded(scope, page)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return paths
+
+    def render_pending_archives(self, limit: int = 1_000_000) -> set[str]:
+        """Render up to ``limit`` recorded archive pages; return the paths written."""
+        paths: set[str] = set()
+        for scope, page in self.pending_archives(limit):
+            paths |= self.render_archive(scope, page)
+        return paths
+
+    def _render_recorded(self, scope: Scope, page: int) -> set[str]:
+        meta = self.conn.execute(
+            "SELECT title, subtitle, updated_at, rendered FROM archive_pages "
+            "WHERE scope = ? AND page = ?",
+            (scope.name, page),
+        ).fetchone()
+        if meta is None:
+            return set()
+        title, subtitle, updated, rendered = meta
+        if rendered:
+            return set()
+        entries: list[EntryView] = []
+        for slug, story_title, topics, state in self.conn.execute(
+            "SELECT a.slug, a.story_title, a.story_topics, v.state FROM archive_entries a "
+            "JOIN development_versions v ON v.slug = a.slug "
+            "AND v.development_id = a.development_id AND v.position = a.dev_position "
+            "WHERE a.scope = ? AND a.page = ? ORDER BY a.slot",
+            (scope.name, page),
+        ):
+            story = Story(
+                slug=slug,
+                title=story_title,
+                summary="",
+                topics=orjson.loads(topics),
+                opened_at="",
+                updated_at="",
+                version=0,
+                last_position=0,
+            )
+            entries.append(EntryView(story, Development.model_validate_json(state)))
         view = FeedView(
             scope=scope,
             title=title,
             subtitle=subtitle,
             updated=updated,
-            entries=self._entries(batch, pairs),
+            entries=entries,
             urls=self.urls,
             archive=page,
-            archive_count=count // self.feed_size,
+            archive_count=page,
         )
-        return self._put(self._feed_docs(view, updated))
+        paths = self._put(self._feed_docs(view, updated))
+        self.conn.execute(
+            "UPDATE archive_pages SET rendered = 1 WHERE scope = ? AND page = ?",
+            (scope.name, page),
+        )
+        return paths
 
     def _archive_meta(self, batch: _Batch, scope: Scope, label: str) -> tuple[str, str]:
         if scope.kind is ScopeKind.STORY and scope.key in batch.stories:

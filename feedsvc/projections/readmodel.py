@@ -18,7 +18,7 @@ from pathlib import Path
 
 from feedsvc.projections.documents import Document
 
-PROJECTION_VERSIONS: dict[str, int] = {"stories": 1, "timelines": 1, "documents": 1}
+PROJECTION_VERSIONS: dict[str, int] = {"stories": 1, "timelines": 1, "documents": 2}
 """Bump a version when its projection's output changes: it is rebuilt on start."""
 
 SCHEMA = """
@@ -58,6 +58,34 @@ CREATE TABLE IF NOT EXISTS scope_entries (
 ) STRICT;
 CREATE UNIQUE INDEX IF NOT EXISTS scope_entries_ordinal ON scope_entries (scope, ordinal);
 CREATE INDEX IF NOT EXISTS scope_entries_touched ON scope_entries (scope, touched);
+CREATE TABLE IF NOT EXISTS development_versions (
+    slug           TEXT NOT NULL,
+    development_id TEXT NOT NULL,
+    position       INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    PRIMARY KEY (slug, development_id, position)
+) STRICT;
+CREATE TABLE IF NOT EXISTS archive_pages (
+    scope      TEXT NOT NULL,
+    page       INTEGER NOT NULL,
+    title      TEXT NOT NULL,
+    subtitle   TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    rendered   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, page)
+) STRICT;
+CREATE INDEX IF NOT EXISTS archive_pages_pending ON archive_pages (rendered);
+CREATE TABLE IF NOT EXISTS archive_entries (
+    scope          TEXT NOT NULL,
+    page           INTEGER NOT NULL,
+    slot           INTEGER NOT NULL,
+    slug           TEXT NOT NULL,
+    development_id TEXT NOT NULL,
+    dev_position   INTEGER NOT NULL,
+    story_title    TEXT NOT NULL,
+    story_topics   TEXT NOT NULL,
+    PRIMARY KEY (scope, page, slot)
+) STRICT;
 CREATE TABLE IF NOT EXISTS documents (
     path          TEXT PRIMARY KEY,
     content_type  TEXT NOT NULL,

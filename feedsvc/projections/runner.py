@@ -34,7 +34,7 @@ from feedsvc.domain.events import RecordedEvent, format_recorded_at
 from feedsvc.projections.documents import Document
 from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect
-from feedsvc.rendering.model import Urls
+from feedsvc.rendering.model import Scope, Urls
 from feedsvc.settings import Settings
 from feedsvc.store.port import EventStore
 
@@ -44,6 +44,14 @@ T = TypeVar("T")
 BATCH = 1000
 _GENERATION = re.compile(r"^gen-(\d+)\.sqlite3$")
 _STORY_PATH = re.compile(r"^/(?:feeds/)?stories/([a-z0-9-]+)(?:[./]|$)")
+_ARCHIVE_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)/archive/([1-9][0-9]*)\.")
+ARCHIVES_PER_RUN = 100
+
+
+def archive_of(path: str) -> tuple[Scope, int] | None:
+    """The (scope, page) an archive document path names, if it names one."""
+    match = _ARCHIVE_PATH.match(path)
+    return (Scope.from_name(match[1]), int(match[2])) if match else None
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -142,6 +150,14 @@ class ProjectionRunner:
             "interval",
             seconds=self.settings.catchup_interval_s,
             id="catch-up",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self.render_archives,
+            "interval",
+            seconds=max(1.0, self.settings.catchup_interval_s / 5),
+            id="archives",
             max_instances=1,
             coalesce=True,
         )
@@ -276,6 +292,31 @@ class ProjectionRunner:
             old_model.close()
             self._remove_stale_generations()
 
+    async def render_archives(self, limit: int = ARCHIVES_PER_RUN) -> int:
+        """Render archive pages that filled but are not rendered yet (a job: a
+        rebuild records every page of history and leaves the rendering to it)."""
+        async with self._lock:
+            if self._projector is None:
+                return 0
+            paths = await _in_thread(self._projector.render_pending_archives, limit)
+        for path in paths:
+            self.cache.drop(path)
+        return len(paths)
+
+    async def archive_document(self, path: str) -> Document | None:
+        """The archive page at ``path``, rendered now if it is recorded but was not
+        rendered yet (the archives job had not reached it)."""
+        found = archive_of(path)
+        if found is None:
+            return None
+        async with self._lock:
+            if self._projector is None:
+                return None
+            paths = await _in_thread(self._projector.render_archive, *found)
+        for written in paths:
+            self.cache.drop(written)
+        return self.document(path)
+
     def _notify(self) -> None:
         self._advanced.set()
         self._advanced = asyncio.Event()
@@ -397,6 +438,8 @@ class ProjectionRunner:
             for i in range(0, len(events), BATCH):
                 changes.merge(projector.apply(events[i : i + BATCH], render_now=False))
             projector.render_changes(changes)
+            if (found := archive_of(path)) is not None:
+                projector.render_archive(*found)
             return ReadModel(":memory:", conn).document(path)
         finally:
             conn.close()

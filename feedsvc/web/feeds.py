@@ -97,6 +97,8 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
         doc = await runner.document_as_of(path, parse_as_of(as_of))
     else:
         doc = runner.document(path)
+        if doc is None and "page" in request.match_info:
+            doc = await runner.archive_document(path)
     if doc is None:
         return _archive_not_full(request) or _not_found(request)
     encoding = choose_encoding(request.headers.get("Accept-Encoding", ""))

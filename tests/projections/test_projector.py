@@ -51,12 +51,15 @@ def test_batching_does_not_change_a_single_byte() -> None:
     projector = Projector(one_by_one, URLS, feed_size=4)
     for event in events:
         projector.apply([event])
+        projector.render_pending_archives(1)  # archive pages rendered as they fill
     at_once = connect(":memory:")
     rebuilt = Projector(at_once, URLS, feed_size=4)
     rebuilt.render_changes(rebuilt.apply(events, render_now=False))
+    rebuilt.render_pending_archives()  # ... or all at the end, as after a rebuild
     first, second = documents(one_by_one), documents(at_once)
     assert first == second
     assert "/feeds/all.atom" in first and "/stories/" + SEED_STREAM in first
+    assert f"/feeds/stories/{SEED_STREAM}/archive/2.json" in first
     assert projector.position() == rebuilt.position() == len(events)
 
 
@@ -127,6 +130,8 @@ def test_archive_pages_are_frozen_once_full_and_linked() -> None:
     projector = Projector(conn, URLS, feed_size=3)
     projector.apply(recorded(raw, "s"))
     model = ReadModel(":memory:", conn)
+    assert model.document("/feeds/stories/s/archive/1.atom") is None  # recorded, not rendered
+    assert len(projector.render_pending_archives()) == 12  # 2 pages, 3 formats, story and all
     page1 = model.document("/feeds/stories/s/archive/1.atom")
     page2 = model.document("/feeds/stories/s/archive/2.atom")
     assert page1 is not None and page2 is not None
@@ -152,6 +157,7 @@ def test_archive_pages_are_frozen_once_full_and_linked() -> None:
             start=9,
         )
     )
+    projector.render_pending_archives()
     assert model.document("/feeds/stories/s/archive/1.atom") == page1
     current = feedparser.parse(model.document("/feeds/stories/s.atom").body)  # type: ignore[union-attr]
     assert current.entries[0].id == entry_id("s", "d1")

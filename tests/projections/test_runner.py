@@ -68,9 +68,11 @@ async def test_rebuild_gives_byte_identical_documents_and_swaps(
     await runner.start()
     try:
         await runner.catch_up()
+        await runner.render_archives(10**6)
         before = all_documents(runner)
         old_path = runner._model.path if runner._model else None
         await runner.rebuild()
+        await runner.render_archives(10**6)
         assert all_documents(runner) == before
         assert runner._model is not None and runner._model.path != old_path
         assert old_path is not None and not os.path.exists(old_path)  # noqa: ASYNC240
@@ -157,8 +159,10 @@ async def test_kill_9_mid_batch_resumes_to_the_clean_state(
     try:
         await resumed.catch_up()
         assert resumed.position == await store.head()
+        await resumed.render_archives(10**6)
         after_resume = all_documents(resumed)
         await resumed.rebuild()
+        await resumed.render_archives(10**6)
         assert all_documents(resumed) == after_resume
     finally:
         await resumed.stop()
