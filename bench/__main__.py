@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import pkgutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol, TextIO, cast
 
 import bench
 from bench.common import machine_lines, parse_args
@@ -32,14 +35,44 @@ def benchmarks() -> list[tuple[str, Benchmark]]:
     return found
 
 
+class _Tee(io.TextIOBase):
+    """Write to the terminal and keep a copy for bench/RESULTS.md."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.copy = io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.out.write(text)
+        self.out.flush()
+        return self.copy.write(text)
+
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args("Run every feedsvc benchmark and print the results.", argv)
-    print("feedsvc benchmarks" + (" (quick)" if args.quick else ""))
-    for line in machine_lines(Path(tempfile.gettempdir())):
-        print(f"  {line}")
-    for name, module in benchmarks():
-        print(f"\n== bench.{name} ==")
-        module.run(args.quick, show_machine=False)
+    command = "python -m bench" + (" --quick" if args.quick else "")
+    started = time.monotonic()
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        print("feedsvc benchmarks" + (" (quick)" if args.quick else ""))
+        for line in machine_lines(Path(tempfile.gettempdir())):
+            print(f"  {line}")
+        for name, module in benchmarks():
+            print(f"\n== bench.{name} ==")
+            module.run(args.quick, show_machine=False)
+        print(f"\nall benchmarks took {time.monotonic() - started:.0f} s")
+    RESULTS.write_text(
+        "# feedsvc benchmark results\n\n"
+        f"Written by `{command}` (see bench/README.md for what each figure means and "
+        "bench/ANALYSIS.md for what the profiles showed). Every figure is beside a baseline "
+        "measured in the same run; medians of the runs with [min–max].\n\n"
+        "```text\n" + tee.copy.getvalue() + "```\n",
+        encoding="utf-8",
+    )
+    print(f"wrote {RESULTS}")
     return 0
 
 

@@ -7,7 +7,7 @@ pass the contract suite in ``tests/store/contract.py`` against a real database.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,6 +113,10 @@ class EventStore(ABC):
     async def wait_for(self, position: int, timeout: float) -> int:
         """Wait until the head reaches ``position`` or ``timeout`` seconds pass;
         return the head."""
+
+    @abstractmethod
+    def add_commit_listener(self, listener: Callable[[int], object]) -> None:
+        """Call ``listener(events)`` after every commit of appended events (metrics)."""
 
     async def iterate(self, after: int = 0, page: int = 1000) -> AsyncIterator[RecordedEvent]:
         """Every event after ``after``, read in pages."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,7 +138,8 @@ class SQLiteEventStore(EventStore):
         self._head = 0
         self._closing = False
         self.group_sizes: list[int] = []
-        """Sizes of recent group commits (events), for metrics; trimmed to 1000."""
+        """Sizes of recent group commits (events); trimmed to the last 1000."""
+        self._commit_listeners: list[Callable[[int], object]] = []
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -226,6 +227,9 @@ class SQLiteEventStore(EventStore):
         self._readers = []
         self._writer = None
 
+    def add_commit_listener(self, listener: Callable[[int], object]) -> None:
+        self._commit_listeners.append(listener)
+
     # -- writing -----------------------------------------------------------------
 
     async def append(
@@ -283,6 +287,8 @@ class SQLiteEventStore(EventStore):
             self._head = int(rows[-1][0])  # type: ignore[call-overload]
             self.group_sizes.append(len(rows))
             del self.group_sizes[:-1000]
+            for listener in self._commit_listeners:
+                listener(len(rows))
             self._committed.set()
             self._committed = asyncio.Event()
         for request, outcome in zip(batch, outcomes, strict=True):

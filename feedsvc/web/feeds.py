@@ -55,7 +55,7 @@ def _etag(doc: Document, encoding: str) -> str:
 def _not_modified(request: web.Request, doc: Document) -> bool:
     inm = request.headers.get("If-None-Match")
     if inm is not None:
-        if inm.strip() == "*":
+        if inm == doc.etag or inm.strip() == "*":
             return True
         tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
         return bool(tags & {doc.etag, *(_etag(doc, e) for e in _ENCODINGS)})
@@ -92,7 +92,7 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
     """GET and HEAD of every feed and page."""
     runner = request.app[PROJECTIONS]
     path = request.path
-    as_of = request.query.get("as_of")
+    as_of = request.query.get("as_of") if request.query_string else None
     if as_of is not None:
         doc = await runner.document_as_of(path, parse_as_of(as_of))
     else:
@@ -101,7 +101,8 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
             doc = await runner.archive_document(path)
     if doc is None:
         return _archive_not_full(request) or _not_found(request)
-    encoding = choose_encoding(request.headers.get("Accept-Encoding", ""))
+    accept = request.headers.get("Accept-Encoding")
+    encoding = choose_encoding(accept) if accept else "identity"
     headers = {
         "ETag": _etag(doc, encoding),
         "Last-Modified": doc.last_modified,
