@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS scope_entries (
 ) STRICT;
 CREATE UNIQUE INDEX IF NOT EXISTS scope_entries_ordinal ON scope_entries (scope, ordinal);
 CREATE INDEX IF NOT EXISTS scope_entries_touched ON scope_entries (scope, touched);
+CREATE INDEX IF NOT EXISTS scope_entries_development ON scope_entries (slug, development_id);
 CREATE TABLE IF NOT EXISTS development_versions (
     slug           TEXT NOT NULL,
     development_id TEXT NOT NULL,
