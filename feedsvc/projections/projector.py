@@ -63,6 +63,10 @@ class _Batch:
     """scope → (label, updated_at, entry count), for scopes loaded or changed."""
     dirty_scopes: set[Scope] = field(default_factory=set)
     memberships: dict[tuple[str, str], set[Scope]] = field(default_factory=dict)
+    new_entries: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+    """Scope memberships to insert: (scope, slug, development id, ordinal, touched)."""
+    touched: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The last position that touched each development in this batch."""
 
 
 @dataclass
@@ -200,14 +204,14 @@ class Projector:
                 self._touch_scope(batch, topic_scope(label), label, event, changes)
             for dev in self._all_devs(story):
                 self._join_scopes(batch, story, dev, event, changes)
+        if event.type == "development.reported":
+            for new_id in touched:
+                batch.memberships[(slug, new_id)] = set()  # nothing to look up yet
         for touched_id in touched:
             dev = story.developments[touched_id]
             batch.dirty_devs.add((slug, touched_id))
             self._join_scopes(batch, story, dev, event, changes)
-            self.conn.execute(
-                "UPDATE scope_entries SET touched = ? WHERE slug = ? AND development_id = ?",
-                (event.position, slug, touched_id),
-            )
+            batch.touched[(slug, touched_id)] = event.position
             for scope in self._memberships(batch, slug, touched_id):
                 self._touch_scope(batch, scope, None, event, changes)
 
@@ -263,10 +267,8 @@ class Projector:
                 continue
             label, _, count = self._scope(batch, scope, labels[scope], event)
             ordinal = count + 1
-            self.conn.execute(
-                "INSERT INTO scope_entries (scope, slug, development_id, ordinal, touched) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (scope.name, story.slug, dev.development_id, ordinal, event.position),
+            batch.new_entries.append(
+                (scope.name, story.slug, dev.development_id, ordinal, event.position)
             )
             current.add(scope)
             batch.scopes[scope] = (label, event.recorded_at, ordinal)
@@ -306,7 +308,25 @@ class Projector:
         batch.dirty_scopes.add(scope)
         changes.scopes.add(scope)
 
+    def _write_entries(self, batch: _Batch) -> None:
+        """Insert the batch's new scope memberships (before anything reads them)."""
+        if batch.new_entries:
+            self.conn.executemany(
+                "INSERT INTO scope_entries (scope, slug, development_id, ordinal, touched) "
+                "VALUES (?, ?, ?, ?, ?)",
+                batch.new_entries,
+            )
+            batch.new_entries.clear()
+
     def _flush(self, batch: _Batch) -> None:
+        self._write_entries(batch)
+        self.conn.executemany(
+            "UPDATE scope_entries SET touched = ? WHERE slug = ? AND development_id = ?",
+            [
+                (position, slug, dev_id)
+                for (slug, dev_id), position in sorted(batch.touched.items())
+            ],
+        )
         states = {
             key: batch.stories[key[0]].developments[key[1]].model_dump_json()
             for key in sorted(batch.dirty_devs)
@@ -430,6 +450,7 @@ class Projector:
     def _record_archive(self, batch: _Batch, scope: Scope, page: int) -> None:
         """Record archive page ``page`` of ``scope`` as it is now: it just filled."""
         label, updated, _ = batch.scopes[scope]
+        self._write_entries(batch)
         low = (page - 1) * self.feed_size + 1
         pairs = self.conn.execute(
             "SELECT slug, development_id FROM scope_entries "

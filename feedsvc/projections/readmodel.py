@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS developments (
     state             TEXT NOT NULL,
     PRIMARY KEY (slug, development_id)
 ) STRICT;
+CREATE INDEX IF NOT EXISTS developments_latest
+    ON developments (slug, occurred_start, reported_position);
 CREATE TABLE IF NOT EXISTS scopes (
     scope      TEXT PRIMARY KEY,
     label      TEXT NOT NULL,
