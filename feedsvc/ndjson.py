@@ -24,7 +24,7 @@ from feedsvc.domain.events import (
 )
 from feedsvc.errors import ImportFailed, ValidationFailed
 
-_FIELDS = (
+EXPORT_FIELDS: tuple[str, ...] = (
     "position",
     "id",
     "stream",
@@ -36,6 +36,7 @@ _FIELDS = (
     "data",
     "metadata",
 )
+"""The keys of an export line, in the order they are written."""
 
 
 def parse_line(line: bytes, number: int) -> RecordedEvent:
@@ -46,8 +47,8 @@ def parse_line(line: bytes, number: int) -> RecordedEvent:
         raise ImportFailed(number, f"not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ImportFailed(number, "an event line must be a JSON object")
-    missing = [f for f in _FIELDS if f not in raw]
-    extra = sorted(set(raw) - set(_FIELDS))
+    missing = [f for f in EXPORT_FIELDS if f not in raw]
+    extra = sorted(set(raw) - set(EXPORT_FIELDS))
     if missing or extra:
         parts = []
         if missing:

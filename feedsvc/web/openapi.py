@@ -24,6 +24,7 @@ from feedsvc.domain.events import (
     SLUG_PATTERN,
 )
 from feedsvc.domain.schemas import schema_files
+from feedsvc.ndjson import EXPORT_FIELDS
 from feedsvc.web.keys import SETTINGS
 
 OPENAPI_VERSION = "3.1.0"
@@ -228,18 +229,7 @@ def _schemas() -> dict[str, Any]:
             "RecordedEvent": {
                 "type": "object",
                 "description": "An event as the log holds it (the export format).",
-                "required": [
-                    "position",
-                    "id",
-                    "stream",
-                    "version",
-                    "type",
-                    "schema_version",
-                    "occurred_at",
-                    "recorded_at",
-                    "data",
-                    "metadata",
-                ],
+                "required": list(EXPORT_FIELDS),
                 "additionalProperties": False,
                 "properties": {
                     "position": {"type": "integer", "minimum": 1},
