@@ -80,6 +80,28 @@ class Changes:
     """Whether an archive page filled (and waits to be rendered)."""
     paths: set[str] = field(default_factory=set)
 
+    def items(self) -> set[str]:
+        """The documents to render, as render items (see :func:`item_of`)."""
+        found = {f"feed:{scope.name}" for scope in self.scopes}
+        found |= {f"story:{slug}" for slug in self.stories}
+        if self.index:
+            found.add("index")
+        return found
+
+    @classmethod
+    def from_items(cls, items: Iterable[str]) -> Changes:
+        """The changes that render these items."""
+        changes = cls()
+        for item in items:
+            kind, _, key = item.partition(":")
+            if kind == "feed":
+                changes.scopes.add(Scope.from_name(key))
+            elif kind == "story":
+                changes.stories.add(key)
+            elif kind == "index":
+                changes.index = True
+        return changes
+
     def merge(self, other: Changes) -> None:
         """Add another batch's changes."""
         self.scopes |= other.scopes
@@ -108,8 +130,9 @@ class Projector:
         """Apply a batch in one transaction, with the position it reaches.
 
         With ``render_now`` the changed subscription documents and pages are rendered
-        in the same transaction; a rebuild passes ``False`` and calls
-        :meth:`render_changes` once at the end, which gives the same bytes.
+        in the same transaction. Without, they are recorded as pending render items in
+        that transaction, to be rendered by :meth:`render_items` (when first asked for,
+        or by a background job) or :meth:`render_changes`; either gives the same bytes.
         """
         if not events:
             return Changes()
@@ -126,6 +149,11 @@ class Projector:
             self._flush(batch)
             if render_now:
                 self._render(changes)
+            else:
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO pending_renders (item) VALUES (?)",
+                    [(item,) for item in sorted(changes.items())],
+                )
             self._set_position(events[-1].position)
             self.conn.execute("COMMIT")
         except BaseException:
@@ -133,15 +161,29 @@ class Projector:
             raise
         return changes
 
-    def render_changes(self, changes: Changes) -> None:
-        """Render the documents of ``changes`` from the current state, in one transaction."""
+    def render_changes(self, changes: Changes) -> set[str]:
+        """Render the documents of ``changes`` from the current state, in one
+        transaction; return the paths written."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self._render(changes)
+            self.conn.executemany(
+                "DELETE FROM pending_renders WHERE item = ?",
+                [(item,) for item in sorted(changes.items())],
+            )
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+        return changes.paths
+
+    def pending_items(self) -> set[str]:
+        """Render items recorded by :meth:`apply` and not rendered yet."""
+        return {r[0] for r in self.conn.execute("SELECT item FROM pending_renders")}
+
+    def render_items(self, items: Iterable[str]) -> set[str]:
+        """Render pending items now; return the paths written."""
+        return self.render_changes(Changes.from_items(items))
 
     # -- folding -----------------------------------------------------------------
 

@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS archive_entries (
     story_topics   TEXT NOT NULL,
     PRIMARY KEY (scope, page, slot)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS pending_renders (
+    item TEXT PRIMARY KEY
+) STRICT;
 CREATE TABLE IF NOT EXISTS documents (
     path          TEXT PRIMARY KEY,
     content_type  TEXT NOT NULL,

@@ -46,6 +46,22 @@ _GENERATION = re.compile(r"^gen-(\d+)\.sqlite3$")
 _STORY_PATH = re.compile(r"^/(?:feeds/)?stories/([a-z0-9-]+)(?:[./]|$)")
 _ARCHIVE_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)/archive/([1-9][0-9]*)\.")
 ARCHIVES_PER_RUN = 100
+RENDER_BUDGET_S = 0.5
+"""How long one run of the documents job may render before it yields."""
+_FEED_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)\.(?:atom|rss|json)$")
+_PAGE_PATH = re.compile(r"^/(stories|topics)/([a-z0-9-]+)$")
+
+
+def item_of(path: str) -> str | None:
+    """The render item that writes the document at ``path`` (None for archives and
+    paths that are not documents)."""
+    if path == "/":
+        return "index"
+    if match := _FEED_PATH.match(path):
+        return f"feed:{match[1]}"
+    if match := _PAGE_PATH.match(path):
+        return f"story:{match[2]}" if match[1] == "stories" else f"feed:topics/{match[2]}"
+    return None
 
 
 def archive_of(path: str) -> tuple[Scope, int] | None:
@@ -122,6 +138,9 @@ class ProjectionRunner:
         self._running = False
         self._again = False
         self._waker: asyncio.Task[None] | None = None
+        self._pending: set[str] = set()
+        """Render items whose documents are out of date (rendered when first asked
+        for, or by the documents job)."""
         self._as_of: OrderedDict[tuple[int, str], Document | None] = OrderedDict()
 
     # -- life cycle ---------------------------------------------------------------
@@ -150,6 +169,14 @@ class ProjectionRunner:
             "interval",
             seconds=self.settings.catchup_interval_s,
             id="catch-up",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self.render_pending,
+            "interval",
+            seconds=1.0,
+            id="documents",
             max_instances=1,
             coalesce=True,
         )
@@ -210,6 +237,7 @@ class ProjectionRunner:
         self._projector = Projector(conn, self.urls, self.settings.feed_size)
         self._model = ReadModel(path)
         self._position = self._projector.position()
+        self._pending = self._projector.pending_items()
 
     def _remove_stale_generations(self) -> None:
         """Delete every generation file but the one serving (a crashed rebuild's too)."""
@@ -268,9 +296,9 @@ class ProjectionRunner:
                 events = await self.store.read_all(self._position, BATCH)
                 if not events:
                     break
-                changes = await _in_thread(self._projector.apply, events)
-                for path in changes.paths:
-                    self.cache.drop(path)
+                # fold only: the documents are rendered when first asked for
+                changes = await _in_thread(self._projector.apply, events, render_now=False)
+                self._pending |= changes.items()
                 self._position = events[-1].position
                 applied += len(events)
                 self._notify()
@@ -291,6 +319,34 @@ class ProjectionRunner:
                 old_projector.conn.close()
             old_model.close()
             self._remove_stale_generations()
+
+    async def render_item(self, item: str) -> None:
+        """Render one pending item now (a request is waiting for it)."""
+        async with self._lock:
+            if item not in self._pending or self._projector is None:
+                return
+            paths = await _in_thread(self._projector.render_items, [item])
+            self._pending.discard(item)
+        for path in paths:
+            self.cache.drop(path)
+
+    async def render_pending(self, budget_s: float = RENDER_BUDGET_S) -> int:
+        """Render pending items for up to ``budget_s`` seconds (the documents job: an
+        idle server ends with every document rendered); return how many."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        done = 0
+        while self._pending and loop.time() < deadline:
+            await self.render_item(min(self._pending))
+            done += 1
+        return done
+
+    async def render_all(self) -> None:
+        """Render every pending document and archive page (tests, benchmarks)."""
+        while self._pending:
+            await self.render_pending(budget_s=60.0)
+        while await self.render_archives(10**6):
+            pass
 
     async def render_archives(self, limit: int = ARCHIVES_PER_RUN) -> int:
         """Render archive pages that filled but are not rendered yet (a job: a
@@ -315,7 +371,7 @@ class ProjectionRunner:
             paths = await _in_thread(self._projector.render_archive, *found)
         for written in paths:
             self.cache.drop(written)
-        return self.document(path)
+        return self.stored(path)
 
     def _notify(self) -> None:
         self._advanced.set()
@@ -393,8 +449,16 @@ class ProjectionRunner:
 
     # -- serving ----------------------------------------------------------------------
 
-    def document(self, path: str) -> Document | None:
-        """The current document at ``path`` (None if there is none)."""
+    async def document(self, path: str) -> Document | None:
+        """The current document at ``path`` (None if there is none), rendered first
+        if events changed it since it was last rendered."""
+        item = item_of(path)
+        if item is not None and item in self._pending:
+            await self.render_item(item)
+        return self.stored(path)
+
+    def stored(self, path: str) -> Document | None:
+        """The document at ``path`` as last rendered (None if there is none)."""
         doc = self.cache.get(path)
         if doc is None and self._model is not None:
             doc = self._model.document(path)

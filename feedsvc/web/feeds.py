@@ -96,7 +96,7 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
     if as_of is not None:
         doc = await runner.document_as_of(path, parse_as_of(as_of))
     else:
-        doc = runner.document(path)
+        doc = await runner.document(path)
         if doc is None and "page" in request.match_info:
             doc = await runner.archive_document(path)
     if doc is None:
@@ -131,9 +131,9 @@ def _archive_not_full(request: web.Request) -> web.Response | None:
     fmt = request.match_info["fmt"]
     previous = f"{stem}/archive/{int(page) - 1}.{fmt}"
     runner = request.app[PROJECTIONS]
-    if runner.document(f"{stem}.{fmt}") is None:
+    if runner.stored(f"{stem}.{fmt}") is None:
         return None
-    if page != "1" and runner.document(previous) is None:
+    if page != "1" and runner.stored(previous) is None:
         return None
     return web.Response(
         status=307,
