@@ -46,8 +46,10 @@ _GENERATION = re.compile(r"^gen-(\d+)\.sqlite3$")
 _STORY_PATH = re.compile(r"^/(?:feeds/)?stories/([a-z0-9-]+)(?:[./]|$)")
 _ARCHIVE_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)/archive/([1-9][0-9]*)\.")
 ARCHIVES_PER_RUN = 100
-RENDER_BUDGET_S = 0.5
-"""How long one run of the documents job may render before it yields."""
+RENDER_BUDGET_S = 0.25
+"""How long one run of the documents job may render before it yields: the job keeps an
+idle server's documents rendered without taking the CPU from appends under load (a
+request renders what it asks for itself)."""
 _FEED_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)\.(?:atom|rss|json)$")
 _PAGE_PATH = re.compile(r"^/(stories|topics)/([a-z0-9-]+)$")
 
@@ -175,7 +177,7 @@ class ProjectionRunner:
         self.scheduler.add_job(
             self.render_pending,
             "interval",
-            seconds=1.0,
+            seconds=self.settings.catchup_interval_s,
             id="documents",
             max_instances=1,
             coalesce=True,
