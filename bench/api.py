@@ -63,7 +63,17 @@ import orjson
 from bench.append import FULL as APPEND_FULL
 from bench.append import QUICK as APPEND_QUICK
 from bench.append import development_reported, story_opened, through_sqlite3, workload
-from bench.common import RUNS, Spread, load, machine_lines, table
+from bench.common import (
+    RUNS,
+    Spread,
+    clean_env,
+    free_port,
+    load,
+    machine_lines,
+    pinned,
+    table,
+    wrk_version,
+)
 from feedsvc.cli_support import make_store
 from feedsvc.projections.readmodel import PROJECTION_VERSIONS, ReadModel
 from feedsvc.projections.runner import ProjectionRunner
@@ -122,14 +132,6 @@ WRK_INSTALL = "apt-get update && apt-get install -y wrk"
 # -- processes, pinning --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def pinning() -> tuple[bool, str]:
     """Whether servers and clients can be pinned to CPUs 0 and 1, and how it is said."""
     if shutil.which("taskset") is None:
@@ -142,10 +144,6 @@ def pinning() -> tuple[bool, str]:
         f"this process on CPU {CLIENT_CPU} while it is an HTTP client and on CPU "
         f"{SERVER_CPU} while it runs an in-process baseline"
     )
-
-
-def _pinned(command: Sequence[str], cpu: int, pin: bool) -> list[str]:
-    return ["taskset", "-c", str(cpu), *command] if pin else list(command)
 
 
 @contextlib.contextmanager
@@ -200,11 +198,6 @@ def _busy_line(busy: Mapping[int, float]) -> str:
         else ""
     )
     return f"other work, busy over 1 s before starting: {shares}{warning}"
-
-
-def _clean_env() -> dict[str, str]:
-    """This environment without FEEDSVC_* variables: the TOML file alone configures."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
 
 
 @dataclass(frozen=True)
@@ -296,7 +289,7 @@ def started(name: str, command: Sequence[str], port: int, folder: Path) -> Itera
         process = subprocess.Popen(
             list(command),
             cwd=folder,
-            env=_clean_env(),
+            env=clean_env(),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -436,7 +429,7 @@ def service(root: Path, name: str, template: Path, port: int, pin: bool) -> Iter
     if Settings.load(config, environ={}) != Settings.load(None, environ={}, **values):
         raise AssertionError(f"{config} does not load as the settings written")
     command = [sys.executable, "-m", "feedsvc.cli", "--config", str(config), "serve"]
-    with started(name, _pinned(command, SERVER_CPU, pin), port, folder) as server:
+    with started(name, pinned(command, SERVER_CPU, pin), port, folder) as server:
         server.wait_for("/healthz")
         token_file = data / "admin.token"
         if not token_file.exists():
@@ -544,7 +537,7 @@ def start_wrk(
     """Start ``wrk -t1 -c64 -d<seconds>s -s append.lua``, pinned to CLIENT_CPU."""
     command = wrk_command(port, token, templates, per_request, seconds, SLUG_PREFIX)
     return subprocess.Popen(
-        _pinned(command, CLIENT_CPU, pin),
+        pinned(command, CLIENT_CPU, pin),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -569,12 +562,6 @@ def wrk(
 ) -> WrkRun:
     """One wrk run of append.lua, start to end."""
     return finish_wrk(start_wrk(port, token, templates, per_request, seconds, pin), seconds)
-
-
-def wrk_version() -> str:
-    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
-    first = (done.stdout or done.stderr).strip().splitlines()
-    return first[0].split(" Copyright")[0] if first else "unknown"
 
 
 # -- 1 and 2: appends -------------------------------------------------------------------------
@@ -736,7 +723,7 @@ def measure_appends(root: Path, seconds: int, quick: bool, pin: bool) -> list[Ap
     counts = APPEND_QUICK if quick else APPEND_FULL
     baseline = workload(random.Random(SEED), counts.stories, counts.batched, BATCH)
     bare_command = [sys.executable, str(BENCH / "bare_api.py"), str(bare_port)]
-    with started("bare", _pinned(bare_command, SERVER_CPU, pin), bare_port, root / "bare") as bare:
+    with started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, root / "bare") as bare:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             with contextlib.suppress(OSError):
@@ -1667,7 +1654,7 @@ def profile(quick: bool) -> None:
                 _warm(port, svc.token, templates, per_request, pin)
                 head0, projected0 = svc.progress()
                 spying = subprocess.Popen(
-                    _pinned([*command, str(svc.server.process.pid)], CLIENT_CPU, pin),
+                    pinned([*command, str(svc.server.process.pid)], CLIENT_CPU, pin),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                 )

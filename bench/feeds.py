@@ -29,7 +29,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,18 @@ from typing import Any
 import aiohttp
 
 from bench.append import _PEOPLE, _WORDS, _event_id, development_reported, story_opened
-from bench.common import RUNS, Spread, load, machine_lines, parse_args, table
+from bench.common import (
+    RUNS,
+    Spread,
+    clean_env,
+    free_port,
+    load,
+    machine_lines,
+    parse_args,
+    pinned,
+    table,
+    wrk_version,
+)
 from feedsvc.cli_support import make_store
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
@@ -177,14 +187,6 @@ def get(port: int, path: str, headers: Mapping[str, str] | None = None) -> Reply
         conn.close()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def pinning() -> tuple[bool, str]:
     """Whether servers and wrk can be pinned to CPUs 0 and 1, and how it is described."""
     if shutil.which("taskset") is None:
@@ -193,15 +195,6 @@ def pinning() -> tuple[bool, str]:
     if not {SERVER_CPU, WRK_CPU} <= usable:
         return False, f"none: CPUs {SERVER_CPU} and {WRK_CPU} are not both usable here"
     return True, f"servers on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU} (taskset)"
-
-
-def _pinned(command: Sequence[str], cpu: int, pin: bool) -> list[str]:
-    return ["taskset", "-c", str(cpu), *command] if pin else list(command)
-
-
-def _clean_env() -> dict[str, str]:
-    """This environment without FEEDSVC_* variables: the TOML file alone configures."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
 
 
 @dataclass
@@ -259,7 +252,7 @@ def started(name: str, command: Sequence[str], port: int, folder: Path) -> Itera
         process = subprocess.Popen(
             list(command),
             cwd=folder,
-            env=_clean_env(),
+            env=clean_env(),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -338,7 +331,7 @@ def wrk(url: str, headers: Mapping[str, str], seconds: int, pin: bool) -> WrkRun
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     done = subprocess.run(
-        _pinned([*command, url], WRK_CPU, pin),
+        pinned([*command, url], WRK_CPU, pin),
         capture_output=True,
         text=True,
         timeout=seconds + 30,
@@ -347,12 +340,6 @@ def wrk(url: str, headers: Mapping[str, str], seconds: int, pin: bool) -> WrkRun
     if done.returncode != 0:
         raise AssertionError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return parse_wrk(done.stdout)
-
-
-def wrk_version() -> str:
-    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
-    first = (done.stdout or done.stderr).strip().splitlines()
-    return first[0].split(" Copyright")[0] if first else "unknown"
 
 
 # -- the benchmark ------------------------------------------------------------------------
@@ -521,7 +508,7 @@ def servers(folder: Path) -> Iterator[Bench]:
     serve = [python, "-m", "feedsvc.cli", "--config", str(config), "serve"]
     with ExitStack() as stack:
         service = stack.enter_context(
-            started("service", _pinned(serve, SERVER_CPU, pin), service_port, folder)
+            started("service", pinned(serve, SERVER_CPU, pin), service_port, folder)
         )
         service.wait_for("/healthz")
         feed = fetch_feed(service)
@@ -530,7 +517,7 @@ def servers(folder: Path) -> Iterator[Bench]:
         spec = bare_spec(feed, bare_port, folder)
         bare_command = [python, str(Path(__file__).with_name("server_bare.py")), str(spec)]
         bare = stack.enter_context(
-            started("bare", _pinned(bare_command, SERVER_CPU, pin), bare_port, folder)
+            started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, folder)
         )
         bare.wait_for(FEED_PATH)
         verify(bare, cases, feed)
