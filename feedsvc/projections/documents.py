@@ -42,6 +42,12 @@ class Document:
             last_modified=http_date(updated),
         )
 
+    def encoded(self, encoding: str) -> bytes:
+        """The body in ``encoding``: ``identity``, ``gzip`` or ``br``."""
+        if encoding == "br":
+            return self.br
+        return self.gzip if encoding == "gzip" else self.body
+
     @property
     def size(self) -> int:
         """Bytes held in memory for this document."""

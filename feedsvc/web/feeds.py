@@ -103,21 +103,34 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
         return _archive_not_full(request) or _not_found(request)
     accept = request.headers.get("Accept-Encoding")
     encoding = choose_encoding(accept) if accept else "identity"
-    headers = {
-        "ETag": _etag(doc, encoding),
-        "Last-Modified": doc.last_modified,
-        "Cache-Control": f"public, max-age={request.app[SETTINGS].cache_max_age}",
-        "Vary": "Accept-Encoding",
-    }
+    validators, full = _headers(doc, encoding, request.app[SETTINGS].cache_max_age)
     if _not_modified(request, doc):
-        return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = doc.content_type
-    if encoding == "identity":
-        body = doc.body
-    else:
-        body = doc.br if encoding == "br" else doc.gzip
-        headers["Content-Encoding"] = encoding
-    return web.Response(body=body, headers=headers)
+        return web.Response(status=304, headers=validators)
+    return web.Response(body=doc.encoded(encoding), headers=full)
+
+
+_HEADERS: dict[tuple[str, str, str, int], tuple[dict[str, str], dict[str, str]]] = {}
+
+
+def _headers(doc: Document, encoding: str, max_age: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The headers of a 304 and of a 200 for one representation, built once per
+    document and encoding (this runs on every feed request)."""
+    key = (doc.path, doc.etag, encoding, max_age)
+    found = _HEADERS.get(key)
+    if found is None:
+        validators = {
+            "ETag": _etag(doc, encoding),
+            "Last-Modified": doc.last_modified,
+            "Cache-Control": f"public, max-age={max_age}",
+            "Vary": "Accept-Encoding",
+        }
+        full = {**validators, "Content-Type": doc.content_type}
+        if encoding != "identity":
+            full["Content-Encoding"] = encoding
+        if len(_HEADERS) >= 8192:
+            _HEADERS.clear()
+        found = _HEADERS[key] = (validators, full)
+    return found
 
 
 def _archive_not_full(request: web.Request) -> web.Response | None:
