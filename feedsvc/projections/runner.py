@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -166,30 +166,16 @@ class ProjectionRunner:
             log.info("a projection version changed: rebuilding %s", current.name)
             await self.rebuild()
         await self.catch_up()
-        self.scheduler.add_job(
-            self._catch_up_job,
-            "interval",
-            seconds=self.settings.catchup_interval_s,
-            id="catch-up",
-            max_instances=1,
-            coalesce=True,
-        )
-        self.scheduler.add_job(
-            self.render_pending,
-            "interval",
-            seconds=self.settings.catchup_interval_s,
-            id="documents",
-            max_instances=1,
-            coalesce=True,
-        )
-        self.scheduler.add_job(
-            self.render_archives,
-            "interval",
-            seconds=max(1.0, self.settings.catchup_interval_s / 5),
-            id="archives",
-            max_instances=1,
-            coalesce=True,
-        )
+        interval = self.settings.catchup_interval_s
+        jobs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
+            ("catch-up", self._catch_up_job, interval),
+            ("documents", self.render_pending, interval),
+            ("archives", self.render_archives, max(1.0, interval / 5)),
+        ]
+        for job_id, job, seconds in jobs:
+            self.scheduler.add_job(
+                job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True
+            )
         if self.settings.rebuild_cron:
             self.scheduler.add_job(
                 self.rebuild,
