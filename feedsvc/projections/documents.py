@@ -11,8 +11,8 @@ import brotli
 
 from feedsvc.domain.events import parse_recorded_at
 
-GZIP_LEVEL = 6
-BROTLI_QUALITY = 5
+GZIP_LEVEL = 4
+BROTLI_QUALITY = 4
 
 
 @dataclass(frozen=True, slots=True)

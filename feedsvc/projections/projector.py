@@ -22,8 +22,10 @@ reaches subscribers with its ``updated`` bumped.
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import orjson
 
@@ -31,22 +33,34 @@ from feedsvc.domain.events import RecordedEvent, slugify
 from feedsvc.domain.story import Development, Story
 from feedsvc.projections.documents import Document
 from feedsvc.projections.readmodel import PROJECTION_VERSIONS
-from feedsvc.rendering.feeds import render
+from feedsvc.rendering.feeds import EntryCache, render
 from feedsvc.rendering.model import EntryView, FeedFormat, FeedView, Scope, ScopeKind, Urls
 from feedsvc.rendering.pages import render_index, render_story, render_topic
 
 ALL = Scope(ScopeKind.ALL)
+CACHED_DEVELOPMENTS = 20_000
+"""How many developments a projector keeps folded in memory between batches."""
+CACHED_STORIES = 10_000
+"""Past this many story headers in memory, a projector forgets them all and reads again."""
 INDEX_STORIES = 200
 """The index page lists this many stories, the most recently changed first."""
 HTML = "text/html; charset=utf-8"
+_STATE = (
+    "SELECT v.state FROM development_heads h JOIN development_versions v "
+    "ON v.slug = h.slug AND v.development_id = h.development_id AND v.position = h.version "
+    "WHERE h.slug = ? AND h.development_id = ?"
+)
+"""A development's current state."""
 _DEV_EVENTS = frozenset({"quote.attributed", "development.corrected", "development.retracted"})
 
 
+@lru_cache(maxsize=65536)
 def story_scope(slug: str) -> Scope:
     """The scope of one story."""
     return Scope(ScopeKind.STORY, slug)
 
 
+@lru_cache(maxsize=65536)
 def topic_scope(label: str) -> Scope:
     """The scope of one topic, by its label."""
     return Scope(ScopeKind.TOPIC, slugify(label))
@@ -54,19 +68,22 @@ def topic_scope(label: str) -> Scope:
 
 @dataclass
 class _Batch:
-    """What one batch loaded and changed."""
+    """What one batch changed."""
 
-    stories: dict[str, Story] = field(default_factory=dict)
     dirty_stories: set[str] = field(default_factory=set)
     dirty_devs: set[tuple[str, str]] = field(default_factory=set)
-    scopes: dict[Scope, tuple[str, str, int]] = field(default_factory=dict)
-    """scope → (label, updated_at, entry count), for scopes loaded or changed."""
     dirty_scopes: set[Scope] = field(default_factory=set)
-    memberships: dict[tuple[str, str], set[Scope]] = field(default_factory=dict)
     new_entries: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     """Scope memberships to insert: (scope, slug, development id, ordinal, touched)."""
     touched: dict[tuple[str, str], int] = field(default_factory=dict)
     """The last position that touched each development in this batch."""
+    reported: set[tuple[str, str]] = field(default_factory=set)
+    """Developments reported in this batch: every membership they have is new."""
+    written: dict[tuple[str, str], int] = field(default_factory=dict)
+    """For those, the lowest ``touched`` written with any of their memberships."""
+    archived: set[tuple[str, str]] = field(default_factory=set)
+    """Developments changed in this batch whose current version an archive page just
+    recorded: kept in ``development_versions`` before anything changes them again."""
 
 
 @dataclass
@@ -112,12 +129,36 @@ class Changes:
 
 
 class Projector:
-    """Applies events to one read model connection."""
+    """Applies events to one read model connection.
 
-    def __init__(self, conn: sqlite3.Connection, urls: Urls, feed_size: int = 50) -> None:
+    The state the fold reads (story headers, recently touched developments and their
+    scope memberships, every scope's row) is kept in memory between batches, so an
+    event costs no look-up or JSON parse of what earlier batches wrote. The read model
+    file stays the source of truth: the memory is a cache of what it holds after the
+    last commit, dropped whole if a batch rolls back, and bounded to
+    ``cached_developments`` developments (least recently touched go first).
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        urls: Urls,
+        feed_size: int = 50,
+        *,
+        cached_developments: int = CACHED_DEVELOPMENTS,
+    ) -> None:
         self.conn = conn
         self.urls = urls
         self.feed_size = feed_size
+        self.cached_developments = cached_developments
+        self._stories: dict[str, Story] = {}
+        """slug → story header, with the developments loaded so far."""
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        """The loaded developments, least recently used first."""
+        self._memberships: dict[tuple[str, str], set[Scope]] = {}
+        self._scopes: dict[Scope, tuple[str, str, int]] = {}
+        """scope → (label, updated_at, entry count)."""
+        self._entry_cache = EntryCache()
 
     # -- the public surface ------------------------------------------------------
 
@@ -158,8 +199,28 @@ class Projector:
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
+            self.forget()
             raise
+        self._trim()
         return changes
+
+    def forget(self) -> None:
+        """Drop everything kept in memory (it is read again from the file)."""
+        self._stories.clear()
+        self._recent.clear()
+        self._memberships.clear()
+        self._scopes.clear()
+
+    def _trim(self) -> None:
+        """Unload the least recently used developments past the bound."""
+        if len(self._stories) > CACHED_STORIES:
+            self.forget()
+        while len(self._recent) > self.cached_developments:
+            (slug, dev_id), _ = self._recent.popitem(last=False)
+            story = self._stories.get(slug)
+            if story is not None:
+                story.developments.pop(dev_id, None)
+            self._memberships.pop((slug, dev_id), None)
 
     def render_changes(self, changes: Changes) -> set[str]:
         """Render the documents of ``changes`` from the current state, in one
@@ -195,20 +256,33 @@ class Projector:
             [(name, version, position) for name, version in PROJECTION_VERSIONS.items()],
         )
 
-    def _story(self, batch: _Batch, slug: str) -> Story | None:
-        if slug not in batch.stories:
+    def _story(self, slug: str) -> Story | None:
+        """The story's header as of the fold so far (None if it was never opened)."""
+        story = self._stories.get(slug)
+        if story is None:
             row = self.conn.execute("SELECT header FROM stories WHERE slug = ?", (slug,)).fetchone()
             if row is None:
                 return None
-            batch.stories[slug] = Story.model_validate_json(row[0])
-        return batch.stories[slug]
+            story = self._stories[slug] = Story.model_validate_json(row[0])
+        return story
+
+    def _dev(self, story: Story, dev_id: str) -> Development | None:
+        """A development of a story the fold holds, loaded if it is not yet."""
+        key = (story.slug, dev_id)
+        dev = story.developments.get(dev_id)
+        if dev is None:
+            row = self.conn.execute(_STATE, key).fetchone()
+            if row is None:
+                return None
+            dev = story.developments[dev_id] = Development.model_validate_json(row[0])
+        self._recent[key] = None
+        self._recent.move_to_end(key)
+        return dev
 
     def _load_dev(self, story: Story, dev_id: str) -> Development | None:
+        """Load a development into a story read for rendering (not the fold's)."""
         if dev_id not in story.developments:
-            row = self.conn.execute(
-                "SELECT state FROM developments WHERE slug = ? AND development_id = ?",
-                (story.slug, dev_id),
-            ).fetchone()
+            row = self.conn.execute(_STATE, (story.slug, dev_id)).fetchone()
             if row is None:
                 return None
             story.developments[dev_id] = Development.model_validate_json(row[0])
@@ -218,7 +292,7 @@ class Projector:
         slug = event.stream
         if event.type == "story.opened":
             story = Story.open(event)
-            batch.stories[slug] = story
+            self._stories[slug] = story
             batch.dirty_stories.add(slug)
             changes.index = True
             changes.stories.add(slug)
@@ -227,13 +301,18 @@ class Projector:
                 self._touch_scope(batch, topic_scope(label), label, event, changes)
             self._touch_scope(batch, ALL, "All stories", event, changes)
             return
-        found = self._story(batch, slug)
+        found = self._story(slug)
         if found is None:
             return  # events of a stream that was never opened carry no story
         story = found
         dev_id = event.data.get("development_id") if event.type in _DEV_EVENTS else None
-        if dev_id is not None and self._load_dev(story, dev_id) is None:
-            return
+        if dev_id is not None:
+            dev = self._dev(story, dev_id)
+            if dev is None:
+                return
+            if (slug, dev_id) in batch.archived:
+                batch.archived.discard((slug, dev_id))
+                self._keep_version(slug, dev)
         touched = story.apply(event)
         batch.dirty_stories.add(slug)
         changes.stories.add(slug)
@@ -244,48 +323,65 @@ class Projector:
         if event.type == "story.retagged":
             for label in story.topics:
                 self._touch_scope(batch, topic_scope(label), label, event, changes)
-            for dev in self._all_devs(story):
+            for dev in self._fold_devs(story):
                 self._join_scopes(batch, story, dev, event, changes)
         if event.type == "development.reported":
             for new_id in touched:
-                batch.memberships[(slug, new_id)] = set()  # nothing to look up yet
+                self._memberships[(slug, new_id)] = set()  # nothing to look up yet
+                batch.reported.add((slug, new_id))
+                self._recent[(slug, new_id)] = None
         for touched_id in touched:
             dev = story.developments[touched_id]
             batch.dirty_devs.add((slug, touched_id))
             self._join_scopes(batch, story, dev, event, changes)
             batch.touched[(slug, touched_id)] = event.position
-            for scope in self._memberships(batch, slug, touched_id):
+            for scope in self._member_of(slug, touched_id):
                 self._touch_scope(batch, scope, None, event, changes)
 
-    def _all_devs(self, story: Story) -> list[Development]:
-        ids = [
+    def _dev_ids(self, slug: str) -> list[str]:
+        return [
             r[0]
             for r in self.conn.execute(
-                "SELECT development_id FROM developments WHERE slug = ? ORDER BY reported_position",
-                (story.slug,),
+                "SELECT development_id FROM development_heads WHERE slug = ? "
+                "ORDER BY reported_position",
+                (slug,),
             )
         ]
-        for dev_id in ids:
+
+    def _all_devs(self, story: Story) -> list[Development]:
+        """Every development of a story read for rendering, loaded."""
+        for dev_id in self._dev_ids(story.slug):
             self._load_dev(story, dev_id)
         return sorted(story.developments.values(), key=lambda d: d.reported_position)
 
+    def _fold_devs(self, story: Story) -> list[Development]:
+        """Every development of a story the fold holds (written or not), loaded."""
+        known = set(self._dev_ids(story.slug)) | set(story.developments)
+        found = [self._dev(story, dev_id) for dev_id in known]
+        return sorted((d for d in found if d is not None), key=lambda d: d.reported_position)
+
     def _story_scopes(self, batch: _Batch, story: Story) -> set[Scope]:
+        """Every scope showing the story or one of its developments."""
+        self._write_entries(batch)
         scopes = {story_scope(story.slug), ALL}
         scopes |= {topic_scope(t) for t in story.topics}
-        for dev_scopes in (
-            self._memberships(batch, story.slug, dev_id) for dev_id in story.developments
-        ):
-            scopes |= dev_scopes
+        scopes |= {
+            Scope.from_name(r[0])
+            for r in self.conn.execute(
+                "SELECT DISTINCT scope FROM memberships WHERE slug = ?", (story.slug,)
+            )
+        }
         return scopes
 
-    def _memberships(self, batch: _Batch, slug: str, dev_id: str) -> set[Scope]:
+    def _member_of(self, slug: str, dev_id: str) -> set[Scope]:
         key = (slug, dev_id)
-        if key not in batch.memberships:
+        found = self._memberships.get(key)
+        if found is None:
             rows = self.conn.execute(
-                "SELECT scope FROM scope_entries WHERE slug = ? AND development_id = ?", key
+                "SELECT scope FROM memberships WHERE slug = ? AND development_id = ?", key
             )
-            batch.memberships[key] = {Scope.from_name(r[0]) for r in rows}
-        return batch.memberships[key]
+            found = self._memberships[key] = {Scope.from_name(r[0]) for r in rows}
+        return found
 
     def _join_scopes(
         self,
@@ -303,36 +399,35 @@ class Projector:
             if scope not in labels:
                 wanted.append(scope)
                 labels[scope] = label
-        current = self._memberships(batch, story.slug, dev.development_id)
+        current = self._member_of(story.slug, dev.development_id)
         for scope in wanted:
             if scope in current:
                 continue
-            label, _, count = self._scope(batch, scope, labels[scope], event)
+            label, _, count = self._scope(scope, labels[scope], event)
             ordinal = count + 1
             batch.new_entries.append(
                 (scope.name, story.slug, dev.development_id, ordinal, event.position)
             )
             current.add(scope)
-            batch.scopes[scope] = (label, event.recorded_at, ordinal)
+            self._scopes[scope] = (label, event.recorded_at, ordinal)
             batch.dirty_scopes.add(scope)
             changes.scopes.add(scope)
             if ordinal % self.feed_size == 0:
                 self._record_archive(batch, scope, ordinal // self.feed_size)
                 changes.archives = True
 
-    def _scope(
-        self, batch: _Batch, scope: Scope, label: str | None, event: RecordedEvent
-    ) -> tuple[str, str, int]:
-        if scope not in batch.scopes:
+    def _scope(self, scope: Scope, label: str | None, event: RecordedEvent) -> tuple[str, str, int]:
+        found = self._scopes.get(scope)
+        if found is None:
             row = self.conn.execute(
                 "SELECT label, updated_at, entries FROM scopes WHERE scope = ?", (scope.name,)
             ).fetchone()
-            batch.scopes[scope] = (
+            found = self._scopes[scope] = (
                 (str(row[0]), str(row[1]), int(row[2]))
                 if row
                 else (label or scope.key, event.recorded_at, 0)
             )
-        return batch.scopes[scope]
+        return found
 
     def _touch_scope(
         self,
@@ -342,67 +437,75 @@ class Projector:
         event: RecordedEvent,
         changes: Changes,
     ) -> None:
-        old_label, _, count = self._scope(batch, scope, label, event)
+        old_label, _, count = self._scope(scope, label, event)
         if scope.kind is ScopeKind.STORY:
-            story = batch.stories.get(scope.key)
+            story = self._stories.get(scope.key)
             label = story.title if story else old_label
-        batch.scopes[scope] = (label or old_label, event.recorded_at, count)
+        self._scopes[scope] = (label or old_label, event.recorded_at, count)
         batch.dirty_scopes.add(scope)
         changes.scopes.add(scope)
 
     def _write_entries(self, batch: _Batch) -> None:
-        """Insert the batch's new scope memberships (before anything reads them)."""
-        if batch.new_entries:
-            self.conn.executemany(
-                "INSERT INTO scope_entries (scope, slug, development_id, ordinal, touched) "
-                "VALUES (?, ?, ?, ?, ?)",
-                batch.new_entries,
-            )
-            batch.new_entries.clear()
+        """Insert the batch's new scope memberships (before anything reads them), each
+        with the last position that touched its development so far."""
+        if not batch.new_entries:
+            return
+        rows = []
+        for scope, slug, dev_id, ordinal, joined in batch.new_entries:
+            key = (slug, dev_id)
+            touched = max(joined, batch.touched.get(key, 0))
+            rows.append((scope, slug, dev_id, ordinal, touched))
+            if key in batch.reported:
+                written = batch.written.get(key)
+                batch.written[key] = touched if written is None else min(written, touched)
+        self.conn.executemany(
+            "INSERT INTO memberships (scope, slug, development_id, ordinal, touched) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        batch.new_entries.clear()
 
     def _flush(self, batch: _Batch) -> None:
         self._write_entries(batch)
+        # a development reported in this batch has all its memberships written above,
+        # already touched as late as the batch touched it, unless an archive page
+        # wrote some earlier
         self.conn.executemany(
-            "UPDATE scope_entries SET touched = ? WHERE slug = ? AND development_id = ?",
+            "UPDATE memberships SET touched = ? "
+            "WHERE slug = ? AND development_id = ? AND touched < ?",
             [
-                (position, slug, dev_id)
+                (position, slug, dev_id, position)
                 for (slug, dev_id), position in sorted(batch.touched.items())
+                if batch.written.get((slug, dev_id), -1) < position
             ],
         )
-        states = {
-            key: batch.stories[key[0]].developments[key[1]].model_dump_json()
-            for key in sorted(batch.dirty_devs)
-        }
+        dirty = [
+            (slug, dev_id, self._stories[slug].developments[dev_id])
+            for slug, dev_id in sorted(batch.dirty_devs)
+        ]
         self.conn.executemany(
             "INSERT OR IGNORE INTO development_versions (slug, development_id, position, state) "
             "VALUES (?, ?, ?, ?)",
             [
-                (slug, dev_id, batch.stories[slug].developments[dev_id].updated_position, state)
-                for (slug, dev_id), state in states.items()
+                (slug, dev_id, dev.updated_position, dev.model_dump_json())
+                for slug, dev_id, dev in dirty
             ],
         )
         self.conn.executemany(
-            "INSERT INTO developments (slug, development_id, occurred_start, "
-            "reported_position, state) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO development_heads (slug, development_id, occurred_start, "
+            "reported_position, version) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (slug, development_id) DO UPDATE SET "
-            "occurred_start = excluded.occurred_start, state = excluded.state",
+            "occurred_start = excluded.occurred_start, version = excluded.version",
             [
-                (
-                    slug,
-                    dev_id,
-                    dev.occurred_start,
-                    dev.reported_position,
-                    states[(slug, dev_id)],
-                )
-                for slug, dev_id in sorted(batch.dirty_devs)
-                for dev in [batch.stories[slug].developments[dev_id]]
+                (slug, dev_id, dev.occurred_start, dev.reported_position, dev.updated_position)
+                for slug, dev_id, dev in dirty
             ],
         )
         rows = []
         for slug in sorted(batch.dirty_stories):
-            story = batch.stories[slug]
+            story = self._stories[slug]
             latest = self.conn.execute(
-                "SELECT development_id FROM developments WHERE slug = ? "
+                "SELECT development_id FROM development_heads WHERE slug = ? "
                 "ORDER BY occurred_start DESC, reported_position DESC LIMIT 1",
                 (slug,),
             ).fetchone()
@@ -425,42 +528,31 @@ class Projector:
             "ON CONFLICT (scope) DO UPDATE SET label = excluded.label, "
             "updated_at = excluded.updated_at, entries = excluded.entries",
             [
-                (scope.name, *batch.scopes[scope])
+                (scope.name, *self._scopes[scope])
                 for scope in sorted(batch.dirty_scopes, key=lambda s: s.name)
             ],
         )
 
     # -- rendering ---------------------------------------------------------------
 
-    def _entries(self, batch: _Batch | None, pairs: Iterable[tuple[str, str]]) -> list[EntryView]:
-        """Entry views, taking unflushed state from the batch when it has it."""
+    def _entries(self, pairs: Iterable[tuple[str, str]]) -> list[EntryView]:
+        """Entry views of (slug, development id) pairs: the fold's state where it holds
+        them (outside a batch that is what the file holds), else read from the file."""
         views: list[EntryView] = []
-        headers: dict[str, Story] = {}
         for slug, dev_id in pairs:
-            story = batch.stories.get(slug) if batch else None
-            dev = story.developments.get(dev_id) if story else None
-            if story is None:
-                if slug not in headers:
-                    row = self.conn.execute(
-                        "SELECT header FROM stories WHERE slug = ?", (slug,)
-                    ).fetchone()
-                    headers[slug] = Story.model_validate_json(row[0])
-                story = headers[slug]
+            story = self._story(slug)
+            assert story is not None, slug
+            dev = story.developments.get(dev_id)
             if dev is None:
-                row = self.conn.execute(
-                    "SELECT state FROM developments WHERE slug = ? AND development_id = ?",
-                    (slug, dev_id),
-                ).fetchone()
+                row = self.conn.execute(_STATE, (slug, dev_id)).fetchone()
                 dev = Development.model_validate_json(row[0])
             views.append(EntryView(story, dev))
         return views
 
     def _feed_meta(self, scope: Scope, label: str) -> tuple[str, str]:
         if scope.kind is ScopeKind.STORY:
-            row = self.conn.execute(
-                "SELECT header FROM stories WHERE slug = ?", (scope.key,)
-            ).fetchone()
-            story = Story.model_validate_json(row[0])
+            story = self._story(scope.key)
+            assert story is not None, scope
             return story.title, story.summary
         if scope.kind is ScopeKind.TOPIC:
             return f"Topic: {label}", f"Every development tagged {label}, newest first."
@@ -490,28 +582,40 @@ class Projector:
         ]
 
     def _record_archive(self, batch: _Batch, scope: Scope, page: int) -> None:
-        """Record archive page ``page`` of ``scope`` as it is now: it just filled."""
-        label, updated, _ = batch.scopes[scope]
+        """Record archive page ``page`` of ``scope`` as it is now: it just filled.
+
+        Each entry is recorded by the version of its development: the one in memory
+        when the fold holds it, else the last one written (``development_versions``
+        holds every version a batch ended with)."""
+        label, updated, _ = self._scopes[scope]
         self._write_entries(batch)
         low = (page - 1) * self.feed_size + 1
-        pairs = self.conn.execute(
-            "SELECT slug, development_id FROM scope_entries "
-            "WHERE scope = ? AND ordinal BETWEEN ? AND ? ORDER BY ordinal DESC",
+        found = self.conn.execute(
+            "SELECT e.slug, e.development_id, (SELECT MAX(v.position) "
+            "FROM development_versions v WHERE v.slug = e.slug "
+            "AND v.development_id = e.development_id) "
+            "FROM memberships e WHERE e.scope = ? AND e.ordinal BETWEEN ? AND ? "
+            "ORDER BY e.ordinal DESC",
             (scope.name, low, page * self.feed_size),
         ).fetchall()
         rows = []
-        for slot, view in enumerate(self._entries(batch, pairs)):
-            story, dev = view.story, view.development
-            if (story.slug, dev.development_id) in batch.dirty_devs:
-                self._keep_version(story.slug, dev)
+        for slot, (slug, dev_id, version) in enumerate(found):
+            story = self._story(slug)
+            assert story is not None, slug
+            dev = story.developments.get(dev_id)
+            if dev is not None:
+                version = dev.updated_position
+                if (slug, dev_id) in batch.dirty_devs:
+                    # written at the end of the batch, or before a later event changes it
+                    batch.archived.add((slug, dev_id))
             rows.append(
                 (
                     scope.name,
                     page,
                     slot,
-                    story.slug,
-                    dev.development_id,
-                    dev.updated_position,
+                    slug,
+                    dev_id,
+                    version,
                     story.title,
                     orjson.dumps(story.topics).decode(),
                 )
@@ -521,7 +625,7 @@ class Projector:
             "dev_position, story_title, story_topics) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        title, subtitle = self._archive_meta(batch, scope, label)
+        title, subtitle = self._feed_meta(scope, label)
         self.conn.execute(
             "INSERT INTO archive_pages (scope, page, title, subtitle, updated_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -600,6 +704,7 @@ class Projector:
             urls=self.urls,
             archive=page,
             archive_count=page,
+            entry_cache=self._entry_cache,
         )
         paths = self._put(self._feed_docs(view, updated))
         self.conn.execute(
@@ -607,12 +712,6 @@ class Projector:
             (scope.name, page),
         )
         return paths
-
-    def _archive_meta(self, batch: _Batch, scope: Scope, label: str) -> tuple[str, str]:
-        if scope.kind is ScopeKind.STORY and scope.key in batch.stories:
-            story = batch.stories[scope.key]
-            return story.title, story.summary
-        return self._feed_meta(scope, label)
 
     def _render(self, changes: Changes) -> None:
         for scope in sorted(changes.scopes):
@@ -633,11 +732,11 @@ class Projector:
 
     def _top(self, scope: Scope) -> list[EntryView]:
         pairs = self.conn.execute(
-            "SELECT slug, development_id FROM scope_entries WHERE scope = ? "
+            "SELECT slug, development_id FROM memberships WHERE scope = ? "
             "ORDER BY touched DESC, ordinal DESC LIMIT ?",
             (scope.name, self.feed_size),
         ).fetchall()
-        return self._entries(None, pairs)
+        return self._entries(pairs)
 
     def _render_feed(self, scope: Scope) -> set[str]:
         label, updated, count = self._scope_row(scope)
@@ -651,6 +750,7 @@ class Projector:
             urls=self.urls,
             archive=None,
             archive_count=count // self.feed_size,
+            entry_cache=self._entry_cache,
         )
         return self._put(self._feed_docs(view, updated))
 

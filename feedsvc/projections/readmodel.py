@@ -18,7 +18,7 @@ from pathlib import Path
 
 from feedsvc.projections.documents import Document
 
-PROJECTION_VERSIONS: dict[str, int] = {"stories": 1, "timelines": 1, "documents": 2}
+PROJECTION_VERSIONS: dict[str, int] = {"stories": 2, "timelines": 2, "documents": 3}
 """Bump a version when its projection's output changes: it is rebuilt on start."""
 
 SCHEMA = """
@@ -34,33 +34,32 @@ CREATE TABLE IF NOT EXISTS stories (
     last_position INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS stories_last_position ON stories (last_position);
-CREATE TABLE IF NOT EXISTS developments (
+CREATE TABLE IF NOT EXISTS development_heads (
     slug              TEXT NOT NULL,
     development_id    TEXT NOT NULL,
     occurred_start    TEXT NOT NULL,
     reported_position INTEGER NOT NULL,
-    state             TEXT NOT NULL,
+    version           INTEGER NOT NULL,  -- its current state in development_versions
     PRIMARY KEY (slug, development_id)
-) STRICT;
-CREATE INDEX IF NOT EXISTS developments_latest
-    ON developments (slug, occurred_start, reported_position);
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS development_heads_latest
+    ON development_heads (slug, occurred_start, reported_position);
 CREATE TABLE IF NOT EXISTS scopes (
     scope      TEXT PRIMARY KEY,
     label      TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     entries    INTEGER NOT NULL
 ) STRICT;
-CREATE TABLE IF NOT EXISTS scope_entries (
+CREATE TABLE IF NOT EXISTS memberships (
     scope          TEXT NOT NULL,
+    ordinal        INTEGER NOT NULL,
     slug           TEXT NOT NULL,
     development_id TEXT NOT NULL,
-    ordinal        INTEGER NOT NULL,
     touched        INTEGER NOT NULL,
-    PRIMARY KEY (scope, slug, development_id)
-) STRICT;
-CREATE UNIQUE INDEX IF NOT EXISTS scope_entries_ordinal ON scope_entries (scope, ordinal);
-CREATE INDEX IF NOT EXISTS scope_entries_touched ON scope_entries (scope, touched);
-CREATE INDEX IF NOT EXISTS scope_entries_development ON scope_entries (slug, development_id);
+    PRIMARY KEY (scope, ordinal)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_touched ON memberships (scope, touched);
+CREATE INDEX IF NOT EXISTS memberships_development ON memberships (slug, development_id);
 CREATE TABLE IF NOT EXISTS development_versions (
     slug           TEXT NOT NULL,
     development_id TEXT NOT NULL,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -45,6 +45,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from feedsvc.domain.events import parse_recorded_at, slugify, strip_xml_illegal
+from feedsvc.domain.story import Development, Story
 from feedsvc.rendering.model import (
     EntryView,
     FeedFormat,
@@ -82,32 +83,54 @@ class _Entry:
     updated: datetime
     categories: list[tuple[str, str]]  # (term, label)
     content_html: str
-    view: EntryView
+    json_item: dict[str, Any] = field(default_factory=dict)
+    """The JSON Feed item, built with the entry: nothing of the view is kept, since a
+    projector's in-memory development changes after it is rendered."""
 
 
-_ENTRY_CACHE: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
-_ENTRY_CACHE_SIZE = 4096
-_ENTRY_LOCK = threading.Lock()
+class EntryCache:
+    """Rendered entries of one read model, by version: a development appears in its
+    story's, every topic's and the all-stories feed, in three formats each, and is
+    rendered once for all of them.
+
+    Within one log a development's ``updated_position`` names its version (every change
+    to it moves it), so the key is that and what the entry shows of its story. Keep one
+    cache per read model: another log may reuse the same ids and positions.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def entry(self, view: FeedView, item: EntryView) -> _Entry:
+        """The entry of ``item``, rendered now or earlier."""
+        story, dev = item.story, item.development
+        key = (
+            view.urls.base,
+            story.slug,
+            story.title,
+            tuple(story.topics),
+            dev.development_id,
+            dev.updated_position,
+        )
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None:
+                self._entries.move_to_end(key)
+                return cached
+        entry = _render_entry(view, item)
+        with self._lock:
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return entry
 
 
 def _entry(view: FeedView, item: EntryView) -> _Entry:
-    """The entry of ``item``, rendered once per version of it and shared by every scope
-    and format (a development appears in its story's, every topic's and the all-stories
-    feed, in three formats each)."""
-    story, dev = item.story, item.development
-    # everything the entry shows, so a cached entry is never stale
-    key = (view.urls.base, story.slug, story.title, tuple(story.topics), repr(dev))
-    with _ENTRY_LOCK:
-        cached = _ENTRY_CACHE.get(key)
-        if cached is not None:
-            _ENTRY_CACHE.move_to_end(key)
-            return cached if cached.view == item else replace(cached, view=item)
-    entry = _render_entry(view, item)
-    with _ENTRY_LOCK:
-        _ENTRY_CACHE[key] = entry
-        while len(_ENTRY_CACHE) > _ENTRY_CACHE_SIZE:
-            _ENTRY_CACHE.popitem(last=False)
-    return entry
+    if view.entry_cache is not None:
+        return view.entry_cache.entry(view, item)
+    return _render_entry(view, item)
 
 
 def _render_entry(view: FeedView, item: EntryView) -> _Entry:
@@ -122,7 +145,7 @@ def _render_entry(view: FeedView, item: EntryView) -> _Entry:
         if term and term not in seen:
             seen.add(term)
             categories.append((term, plain_text(label) or term))
-    return _Entry(
+    entry = _Entry(
         id=entry_id(story.slug, dev.development_id),
         title=title,
         url=f"{view.urls.story_page(story.slug)}#{dev.development_id}",
@@ -130,8 +153,9 @@ def _render_entry(view: FeedView, item: EntryView) -> _Entry:
         updated=parse_recorded_at(dev.updated_at),
         categories=categories,
         content_html=development_html(story, dev, view.urls, with_story=True, strip_markup=True),
-        view=item,
     )
+    entry.json_item.update(_json_item(entry, story, dev))
+    return entry
 
 
 def _history(view: FeedView, fmt: FeedFormat) -> list[tuple[str, str]]:
@@ -265,8 +289,7 @@ def _rfc3339(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def _json_item(entry: _Entry) -> dict[str, Any]:
-    story, dev = entry.view.story, entry.view.development
+def _json_item(entry: _Entry, story: Story, dev: Development) -> dict[str, Any]:
     retraction = dev.retraction
     return {
         "id": entry.id,
@@ -352,7 +375,7 @@ def render_json(view: FeedView) -> bytes:
         doc["next_url"] = history["prev-archive"]
     doc["authors"] = [{"name": AUTHOR_NAME, "url": urls.index()}]
     doc["language"] = LANGUAGE
-    doc["items"] = [_json_item(_entry(view, item)) for item in view.entries]
+    doc["items"] = [_entry(view, item).json_item for item in view.entries]
     doc["_feedsvc"] = {
         "id": feed_id(view.scope),
         "scope": view.scope.name,

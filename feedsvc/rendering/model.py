@@ -8,10 +8,14 @@ every time comes from the events (never the wall clock).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from feedsvc.domain.story import Development, Story
+
+if TYPE_CHECKING:
+    from feedsvc.rendering.feeds import EntryCache
 
 # A fixed namespace: entry ids derive from it and the story and development slugs, so
 # they are the same in every format and scope and survive a move to another host name.
@@ -49,6 +53,10 @@ class Scope:
 
     kind: ScopeKind
     key: str = ""
+
+    def __hash__(self) -> int:
+        # the key alone: cheaper than hashing the enum, and equal scopes have equal keys
+        return hash(self.key)
 
     @property
     def name(self) -> str:
@@ -155,3 +163,5 @@ class FeedView:
     urls: Urls
     archive: int | None = None
     archive_count: int = 0
+    entry_cache: EntryCache | None = field(default=None, compare=False, repr=False)
+    """Where entries rendered for other documents of the same read model are kept."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from typing import Any
 
 import feedparser
 
+from bench import dataset
 from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
 from feedsvc.ndjson import read_ndjson
 from feedsvc.projections.projector import Changes, Projector
@@ -183,3 +185,73 @@ def test_changes_report_the_paths_they_rendered() -> None:
     conn = connect(":memory:")
     changes: Changes = Projector(conn, URLS).apply(recorded([opened("a")], "a"))
     assert {"/", "/stories/a", "/feeds/stories/a.atom", "/feeds/all.json"} <= changes.paths
+
+
+def _mixed_log() -> list[RecordedEvent]:
+    """Four stories with every kind of event, from the benchmark generator, and a
+    retagging at the end that enters every development of a story into a new topic."""
+    events = list(dataset.events(dataset.Size(stories=4, events=500)))
+    slug = events[0].stream
+    retag = {
+        "type": "story.retagged",
+        "occurred_at": "2020-01-01",
+        "data": {"topics": ["Courts", "A new topic"], "places": []},
+    }
+    events += recorded([retag], slug, start=len(events) + 1)
+    kinds = {event.type for event in events}
+    assert {"development.corrected", "quote.attributed", "development.retracted"} <= kinds
+    return events
+
+
+def _finish(projector: Projector) -> dict[str, bytes]:
+    projector.render_items(projector.pending_items())
+    projector.render_pending_archives()
+    return documents(projector.conn)
+
+
+def test_what_the_fold_keeps_in_memory_never_changes_a_byte() -> None:
+    events = _mixed_log()
+    reference = Projector(connect(":memory:"), URLS, feed_size=25)
+    reference.apply(events, render_now=False)
+    expected = _finish(reference)
+    assert any("/archive/" in path for path in expected)
+
+    # one event at a time, keeping a single development in memory
+    tight = Projector(connect(":memory:"), URLS, feed_size=25, cached_developments=1)
+    for event in events:
+        tight.apply([event], render_now=False)
+    assert _finish(tight) == expected
+
+    # uneven batches, each by a new projector: nothing in memory from the last one
+    conn = connect(":memory:")
+    for start in range(0, len(events), 37):
+        Projector(conn, URLS, feed_size=25).apply(events[start : start + 37], render_now=False)
+    assert _finish(Projector(conn, URLS, feed_size=25)) == expected
+
+
+class _FailingOnce(Projector):
+    """A projector whose write at the end of one batch fails (a full disk, say)."""
+
+    failed = False
+
+    def _flush(self, batch: Any) -> None:
+        super()._flush(batch)
+        if not self.failed and self.position() == 0 and len(batch.dirty_devs) > 20:
+            self.failed = True
+            raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_batch_that_rolls_back_leaves_nothing_behind_in_memory_or_file() -> None:
+    events = _mixed_log()
+    reference = Projector(connect(":memory:"), URLS, feed_size=25)
+    reference.apply(events, render_now=False)
+    expected = _finish(reference)
+
+    projector = _FailingOnce(connect(":memory:"), URLS, feed_size=25)
+    with contextlib.suppress(sqlite3.OperationalError):
+        projector.apply(events[:300], render_now=False)
+    assert projector.failed and projector.position() == 0
+    assert documents(projector.conn) == {}
+    for start in range(0, len(events), 100):
+        projector.apply(events[start : start + 100], render_now=False)
+    assert _finish(projector) == expected
