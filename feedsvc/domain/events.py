@@ -618,22 +618,69 @@ class RecordedEvent:
 
     def as_dict(self) -> dict[str, Any]:
         """The export form: one NDJSON line's object, data and metadata verbatim."""
-        return {
-            "position": self.position,
-            "id": self.id,
-            "stream": self.stream,
-            "version": self.version,
-            "type": self.type,
-            "schema_version": self.schema_version,
-            "occurred_at": self.occurred_at,
-            "recorded_at": self.recorded_at,
-            "data": orjson.Fragment(self.data_json),
-            "metadata": orjson.Fragment(self.metadata_json),
-        }
+        return export_dict(
+            self.position,
+            self.id,
+            self.stream,
+            self.version,
+            self.type,
+            self.schema_version,
+            self.occurred_at,
+            self.recorded_at,
+            self.data_json,
+            self.metadata_json,
+        )
 
     def to_json(self) -> bytes:
         """One line of the export format, without the newline."""
         return orjson.dumps(self.as_dict())
+
+    def row(self) -> EventRow:
+        """The fields as a tuple, in order (what :func:`export_dict` takes)."""
+        return (
+            self.position,
+            self.id,
+            self.stream,
+            self.version,
+            self.type,
+            self.schema_version,
+            self.occurred_at,
+            self.recorded_at,
+            self.data_json,
+            self.metadata_json,
+        )
+
+
+EventRow = tuple[int, str, str, int, str, int, str, str, str, str]
+"""A :class:`RecordedEvent`'s fields in order, as the log's rows hold them."""
+
+
+def export_dict(
+    position: int,
+    id: str,
+    stream: str,
+    version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: str,
+    recorded_at: str,
+    data_json: str,
+    metadata_json: str,
+) -> dict[str, Any]:
+    """The export form of one event from its fields (``export_dict(*row)`` for a row
+    of the log): data and metadata verbatim, as JSON fragments."""
+    return {
+        "position": position,
+        "id": id,
+        "stream": stream,
+        "version": version,
+        "type": type,
+        "schema_version": schema_version,
+        "occurred_at": occurred_at,
+        "recorded_at": recorded_at,
+        "data": orjson.Fragment(data_json),
+        "metadata": orjson.Fragment(metadata_json),
+    }
 
 
 RECORDED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

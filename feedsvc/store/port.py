@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from feedsvc.domain.events import RecordedEvent, ValidEvent
+from feedsvc.domain.events import EventRow, RecordedEvent, ValidEvent
 
 Expected = int | Literal["any", "no_stream"]
 """What the caller believes the stream's version is: ``"any"`` (no check),
@@ -82,6 +82,20 @@ class EventStore(ABC):
     ) -> list[RecordedEvent]:
         """Events with position greater than ``after`` (and at most ``upto``), in
         order, at most ``limit``, optionally only of some types or one stream."""
+
+    async def read_all_rows(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        *,
+        types: Sequence[str] | None = None,
+        stream: str | None = None,
+        upto: int | None = None,
+    ) -> list[EventRow]:
+        """What :meth:`read_all` reads, as plain rows: for pages that are only encoded
+        again (an adapter may skip building the events)."""
+        found = await self.read_all(after, limit, types=types, stream=stream, upto=upto)
+        return [event.row() for event in found]
 
     @abstractmethod
     async def read_stream(

@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import aiosqlite
 
-from feedsvc.domain.events import RecordedEvent, ValidEvent, format_recorded_at
+from feedsvc.domain.events import EventRow, RecordedEvent, ValidEvent, format_recorded_at
 from feedsvc.errors import (
     DuplicateEventId,
     ImportFailed,
@@ -536,6 +537,18 @@ class SQLiteEventStore(EventStore):
         stream: str | None = None,
         upto: int | None = None,
     ) -> list[RecordedEvent]:
+        rows = await self.read_all_rows(after, limit, types=types, stream=stream, upto=upto)
+        return [RecordedEvent(*row) for row in rows]
+
+    async def read_all_rows(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        *,
+        types: Sequence[str] | None = None,
+        stream: str | None = None,
+        upto: int | None = None,
+    ) -> list[EventRow]:
         where = ["position > ?"]
         params: list[object] = [after]
         if upto is not None:
@@ -552,7 +565,7 @@ class SQLiteEventStore(EventStore):
             f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?",
             params,
         )
-        return [RecordedEvent(*row) for row in rows]
+        return cast(list[EventRow], rows)
 
     async def read_stream(
         self, stream: str, from_version: int = 1, limit: int | None = None

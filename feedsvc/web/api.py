@@ -27,7 +27,14 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from feedsvc.auth import RateLimiter, SQLiteTokenStore, TokenInfo, ensure_admin_token, retry_after
-from feedsvc.domain.events import CURRENT_VERSIONS, RecordedEvent, ValidEvent, is_slug
+from feedsvc.domain.events import (
+    CURRENT_VERSIONS,
+    EventRow,
+    RecordedEvent,
+    ValidEvent,
+    export_dict,
+    is_slug,
+)
 from feedsvc.errors import FieldProblem, StoreError, ValidationFailed
 from feedsvc.store.port import AppendResult, EventStore, Expected
 from feedsvc.web.keys import (
@@ -558,6 +565,10 @@ def _page_json(events: Sequence[RecordedEvent], **fields: Any) -> bytes:
     return orjson.dumps({"events": [e.as_dict() for e in events], **fields})
 
 
+def _rows_json(rows: Sequence[EventRow], **fields: Any) -> bytes:
+    return orjson.dumps({"events": [export_dict(*row) for row in rows], **fields})
+
+
 @_answers_refusals
 async def read_log(request: web.Request) -> web.StreamResponse:
     """``GET /api/events``: the log after a cursor, a page at a time, long-polling."""
@@ -576,7 +587,7 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     start = after
     while True:
         head = await store.head()
-        events = await store.read_all(start, limit, types=types, stream=stream, upto=head)
+        events = await store.read_all_rows(start, limit, types=types, stream=stream, upto=head)
         remaining = deadline - loop.time()
         if events or remaining <= 0 or stopping.is_set():
             break
@@ -584,9 +595,9 @@ async def read_log(request: web.Request) -> web.StreamResponse:
         start = max(start, head)
         await _wait_for_commit(store, start + 1, remaining, stopping)
     # a short page holds every match up to the head, so the cursor moves to the head
-    cursor = events[-1].position if len(events) == limit else max(start, head)
+    cursor = events[-1][0] if len(events) == limit else max(start, head)
     return web.Response(
-        body=_page_json(events, next=cursor, head=head),
+        body=_rows_json(events, next=cursor, head=head),
         content_type=JSON_TYPE,
         headers={"Cache-Control": "no-store"},
     )

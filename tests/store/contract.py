@@ -10,9 +10,10 @@ import asyncio
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 
-from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
+from feedsvc.domain.events import RecordedEvent, ValidEvent, export_dict, validate_new_event
 from feedsvc.errors import DuplicateEventId, ImportFailed, WrongExpectedVersion
 from feedsvc.store.port import EventStore
 from tests.conftest import opened, reported
@@ -115,6 +116,16 @@ class EventStoreContract:
         assert await store.stream_version("nope") == 0
         found = await store.find([stream[0].id, str(uuid.uuid4())])
         assert [e.id for e in found] == [stream[0].id]
+
+    async def test_rows_are_the_events_fields(self, store: EventStore) -> None:
+        await store.append("a", [valid(opened("a")), valid(reported("d1"))])
+        await store.append("b", [valid(opened("b"))])
+        for kwargs in ({}, {"types": ["story.opened"]}, {"stream": "a"}, {"upto": 2}):
+            events = await store.read_all(0, 10, **kwargs)
+            rows = await store.read_all_rows(0, 10, **kwargs)
+            assert events and [tuple(r) for r in rows] == [e.row() for e in events]
+            encoded = [orjson.dumps(export_dict(*r)) for r in rows]
+            assert encoded == [e.to_json() for e in events]
 
     async def test_position_at_maps_a_time_to_a_log_prefix(self, store: EventStore) -> None:
         await store.append("a", [valid(opened("a"))])
