@@ -570,7 +570,9 @@ class Projector:
         )
         return {d.path for d in docs}
 
-    def _feed_docs(self, view: FeedView, updated: str) -> list[Document]:
+    def _feed_docs(
+        self, view: FeedView, updated: str, formats: Iterable[FeedFormat] = FeedFormat
+    ) -> list[Document]:
         return [
             Document.make(
                 self.urls.feed_path(view.scope, fmt, view.archive),
@@ -578,7 +580,7 @@ class Projector:
                 render(view, fmt),
                 updated,
             )
-            for fmt in FeedFormat
+            for fmt in formats
         ]
 
     def _record_archive(self, batch: _Batch, scope: Scope, page: int) -> None:
@@ -738,7 +740,20 @@ class Projector:
         ).fetchall()
         return self._entries(pairs)
 
-    def _render_feed(self, scope: Scope) -> set[str]:
+    def render_feed(self, scope: Scope, fmt: FeedFormat) -> set[str]:
+        """Render one format of a scope's subscription document now, in its own
+        transaction (a request waits for it; its render item stays pending for the
+        rest)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            paths = self._render_feed(scope, (fmt,))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return paths
+
+    def _render_feed(self, scope: Scope, formats: Iterable[FeedFormat] = FeedFormat) -> set[str]:
         label, updated, count = self._scope_row(scope)
         title, subtitle = self._feed_meta(scope, label)
         view = FeedView(
@@ -752,7 +767,7 @@ class Projector:
             archive_count=count // self.feed_size,
             entry_cache=self._entry_cache,
         )
-        return self._put(self._feed_docs(view, updated))
+        return self._put(self._feed_docs(view, updated, formats))
 
     def _render_index(self) -> set[str]:
         stories: list[Story] = []

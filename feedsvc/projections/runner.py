@@ -34,7 +34,7 @@ from feedsvc.domain.events import RecordedEvent, format_recorded_at
 from feedsvc.projections.documents import Document
 from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect
-from feedsvc.rendering.model import Scope, Urls
+from feedsvc.rendering.model import FeedFormat, Scope, Urls
 from feedsvc.settings import Settings
 from feedsvc.store.port import EventStore
 
@@ -50,7 +50,7 @@ RENDER_BUDGET_S = 0.25
 """How long one run of the documents job may render before it yields: the job keeps an
 idle server's documents rendered without taking the CPU from appends under load (a
 request renders what it asks for itself)."""
-_FEED_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)\.(?:atom|rss|json)$")
+_FEED_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)\.(atom|rss|json)$")
 _PAGE_PATH = re.compile(r"^/(stories|topics)/([a-z0-9-]+)$")
 
 
@@ -64,6 +64,12 @@ def item_of(path: str) -> str | None:
     if match := _PAGE_PATH.match(path):
         return f"story:{match[2]}" if match[1] == "stories" else f"feed:topics/{match[2]}"
     return None
+
+
+def feed_of(path: str) -> tuple[Scope, FeedFormat] | None:
+    """The scope and format of a subscription feed document path."""
+    match = _FEED_PATH.match(path)
+    return (Scope.from_name(match[1]), FeedFormat(match[2])) if match else None
 
 
 def archive_of(path: str) -> tuple[Scope, int] | None:
@@ -143,6 +149,9 @@ class ProjectionRunner:
         self._pending: set[str] = set()
         """Render items whose documents are out of date (rendered when first asked
         for, or by the documents job)."""
+        self._partly: dict[str, set[str]] = {}
+        """Pending items of which a request rendered some documents already: item →
+        their paths."""
         self._as_of: OrderedDict[tuple[int, str], Document | None] = OrderedDict()
 
     # -- life cycle ---------------------------------------------------------------
@@ -279,14 +288,21 @@ class ProjectionRunner:
     async def catch_up(self) -> int:
         """Apply every event after the projections' position; return how many."""
         applied = 0
-        async with self._lock:
-            while self._projector is not None:
+        while True:
+            # the lock is taken per batch: a request waiting to render a document
+            # goes between two batches, not after the whole backlog
+            async with self._lock:
+                if self._projector is None:
+                    break
                 events = await self.store.read_all(self._position, BATCH)
                 if not events:
                     break
                 # fold only: the documents are rendered when first asked for
                 changes = await _in_thread(self._projector.apply, events, render_now=False)
-                self._pending |= changes.items()
+                items = changes.items()
+                self._pending |= items
+                for item in items:
+                    self._partly.pop(item, None)
                 self._position = events[-1].position
                 applied += len(events)
                 self._notify()
@@ -315,8 +331,22 @@ class ProjectionRunner:
                 return
             paths = await _in_thread(self._projector.render_items, [item])
             self._pending.discard(item)
+            self._partly.pop(item, None)
         for path in paths:
             self.cache.drop(path)
+
+    async def _render_feed(self, item: str, path: str, scope: Scope, fmt: FeedFormat) -> None:
+        """Render only the feed document a request waits for; the item stays pending
+        for its other documents."""
+        async with self._lock:
+            if item not in self._pending or self._projector is None:
+                return
+            if path in self._partly.get(item, ()):
+                return
+            paths = await _in_thread(self._projector.render_feed, scope, fmt)
+            self._partly.setdefault(item, set()).update(paths)
+        for written in paths:
+            self.cache.drop(written)
 
     async def render_pending(self, budget_s: float = RENDER_BUDGET_S) -> int:
         """Render pending items for up to ``budget_s`` seconds (the documents job: an
@@ -442,7 +472,11 @@ class ProjectionRunner:
         if events changed it since it was last rendered."""
         item = item_of(path)
         if item is not None and item in self._pending:
-            await self.render_item(item)
+            feed = feed_of(path)
+            if feed is None:
+                await self.render_item(item)
+            elif path not in self._partly.get(item, ()):
+                await self._render_feed(item, path, *feed)
         return self.stored(path)
 
     def stored(self, path: str) -> Document | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -189,3 +190,24 @@ async def test_a_rebuild_by_another_process_is_picked_up_by_the_server(
         ]
     finally:
         await server.stop()
+
+
+async def test_a_request_renders_its_own_format_and_never_serves_a_stale_one(
+    store: SQLiteEventStore, settings: Settings
+) -> None:
+    # no documents job in this test: only requests render
+    runner = ProjectionRunner(store, dataclasses.replace(settings, catchup_interval_s=3600.0))
+    await runner.start()
+    service = StoryService(store)
+    feed = f"/feeds/stories/{SEED_STREAM}"
+    try:
+        for n in range(3):
+            headline = f"Ruling number {n} on the grant"
+            result = await service.append(SEED_STREAM, [reported(f"ruling-{n}", headline=headline)])
+            assert await runner.wait_for(result.positions[-1], timeout=30)
+            # one format, then the next: each is current when asked for
+            for fmt in ("json", "atom", "json", "rss", "atom"):
+                doc = await runner.document(f"{feed}.{fmt}")
+                assert doc is not None and headline.encode() in doc.body, (n, fmt)
+    finally:
+        await runner.stop()
