@@ -693,4 +693,6 @@ def format_recorded_at(moment: datetime) -> str:
 
 def parse_recorded_at(text: str) -> datetime:
     """Parse a ``recorded_at`` written by :func:`format_recorded_at`."""
+    if len(text) == 27 and text[10] == "T" and text[19] == "." and text[26] == "Z":
+        return datetime.fromisoformat(text)  # the same result, several times faster
     return datetime.strptime(text, RECORDED_AT_FORMAT).replace(tzinfo=UTC)

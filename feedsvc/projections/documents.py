@@ -1,4 +1,4 @@
-"""A served document: its bytes, precomputed compressed forms, and validators."""
+"""A served document: its bytes, its compressed forms once asked for, and validators."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ GZIP_LEVEL = 4
 BROTLI_QUALITY = 4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Document:
-    """One response body, ready to serve: nothing is rendered or compressed per request."""
+    """One response body with its validators; compressed once per encoding, when first
+    served in it (``gzip`` and ``br`` are empty until then), and kept with the document.
+
+    Compressing when rendering would cost a render of every document twice over, for
+    encodings many documents are never asked for in (a rebuild renders thousands).
+    """
 
     path: str
     content_type: str
@@ -29,29 +34,37 @@ class Document:
 
     @classmethod
     def make(cls, path: str, content_type: str, body: bytes, updated: str) -> Document:
-        """Compress and fingerprint ``body``. ``updated`` is a ``recorded_at`` string."""
+        """Fingerprint ``body``. ``updated`` is a ``recorded_at`` string."""
         digest = hashlib.sha256(body).hexdigest()[:32]
         return cls(
             path=path,
             content_type=content_type,
             body=body,
-            # mtime=0: the same body always compresses to the same bytes
-            gzip=gzip.compress(body, GZIP_LEVEL, mtime=0),
-            br=brotli.compress(body, quality=BROTLI_QUALITY),
+            gzip=b"",
+            br=b"",
             etag=f'"{digest}"',
             last_modified=http_date(updated),
         )
 
     def encoded(self, encoding: str) -> bytes:
-        """The body in ``encoding``: ``identity``, ``gzip`` or ``br``."""
+        """The body in ``encoding``: ``identity``, ``gzip`` or ``br`` (compressed now
+        if it was not yet; the same body always compresses to the same bytes)."""
         if encoding == "br":
+            if not self.br:
+                self.br = brotli.compress(self.body, quality=BROTLI_QUALITY)
             return self.br
-        return self.gzip if encoding == "gzip" else self.body
+        if encoding == "gzip":
+            if not self.gzip:
+                # mtime=0: no time in the header
+                self.gzip = gzip.compress(self.body, GZIP_LEVEL, mtime=0)
+            return self.gzip
+        return self.body
 
     @property
     def size(self) -> int:
-        """Bytes held in memory for this document."""
-        return len(self.body) + len(self.gzip) + len(self.br)
+        """Bytes held in memory for this document (its compressed forms counted as if
+        made: they are, once asked for)."""
+        return 2 * len(self.body)
 
 
 def http_date(recorded_at: str) -> str:

@@ -6,8 +6,10 @@
   more instead.
 * **rebuild** folds the whole log into a fresh read model generation while the current
   one keeps serving, catches it up, then swaps it in atomically (a pointer file replaced
-  with ``os.replace``). It runs on a configurable cron, on ``feedsvc rebuild``, and on
-  start when a projection's version changed.
+  with ``os.replace``). It only folds: every document of the new generation is recorded
+  as pending and rendered after the swap, when first asked for or by the documents job
+  (a request renders the one document it asks for, once). It runs on a configurable
+  cron, on ``feedsvc rebuild``, and on start when a projection's version changed.
 
 Serving reads go through :meth:`ProjectionRunner.document`: an in-memory LRU of
 precomputed documents in front of the read model file.
@@ -421,21 +423,21 @@ class ProjectionRunner:
         conn = connect(target)
         projector = Projector(conn, self.urls, self.settings.feed_size)
         try:
-            changes = Changes()
             after = 0
             while True:
                 events = await self.store.read_all(after, BATCH)
                 if not events:
                     break
-                changes.merge(await _in_thread(projector.apply, events, render_now=False))
+                # fold only: every document is recorded as pending, and rendered after
+                # the swap when first asked for, or by the documents job
+                await _in_thread(projector.apply, events, render_now=False)
                 after = events[-1].position
                 if progress:
                     progress(len(events))
-            await _in_thread(projector.render_changes, changes)
             async with self._lock:
                 # the last events appended while we built
                 while events := await self.store.read_all(after, BATCH):
-                    await _in_thread(projector.apply, events)
+                    await _in_thread(projector.apply, events, render_now=False)
                     after = events[-1].position
                 self._swap(target, projector, remove_old=in_server)
         except BaseException:
@@ -455,6 +457,8 @@ class ProjectionRunner:
         self._projector = projector
         self._model = ReadModel(target)
         self._position = projector.position()
+        self._pending = projector.pending_items()
+        self._partly.clear()
         self.cache.clear()
         self._as_of.clear()
         self._notify()

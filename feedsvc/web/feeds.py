@@ -100,7 +100,7 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
         if doc is None and "page" in request.match_info:
             doc = await runner.archive_document(path)
     if doc is None:
-        return _archive_not_full(request) or _not_found(request)
+        return await _archive_not_full(request) or _not_found(request)
     accept = request.headers.get("Accept-Encoding")
     encoding = choose_encoding(accept) if accept else "identity"
     validators, full = _headers(doc, encoding, request.app[SETTINGS].cache_max_age)
@@ -133,7 +133,7 @@ def _headers(doc: Document, encoding: str, max_age: int) -> tuple[dict[str, str]
     return found
 
 
-def _archive_not_full(request: web.Request) -> web.Response | None:
+async def _archive_not_full(request: web.Request) -> web.Response | None:
     """The archive page after the newest full one: it will exist once it fills (and the
     newest full page already links to it), so until then it redirects to the current
     document, where its entries are."""
@@ -144,9 +144,14 @@ def _archive_not_full(request: web.Request) -> web.Response | None:
     fmt = request.match_info["fmt"]
     previous = f"{stem}/archive/{int(page) - 1}.{fmt}"
     runner = request.app[PROJECTIONS]
-    if runner.stored(f"{stem}.{fmt}") is None:
+    # either may be recorded and not rendered yet (after a rebuild, say)
+    if await runner.document(f"{stem}.{fmt}") is None:
         return None
-    if page != "1" and runner.stored(previous) is None:
+    if (
+        page != "1"
+        and runner.stored(previous) is None
+        and await runner.archive_document(previous) is None
+    ):
         return None
     return web.Response(
         status=307,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from feedsvc.domain import events
 from feedsvc.domain.events import (
     CURRENT_VERSIONS,
     Occurred,
@@ -127,3 +129,25 @@ def test_schema_files_match_the_code() -> None:
     assert set(on_disk) == set(expected), "run: python -m feedsvc.domain.schemas"
     for name, body in expected.items():
         assert on_disk[name] == body, f"{name} drifted; run: python -m feedsvc.domain.schemas"
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2017, 10, 12, 14, 3, 5, 123456, tzinfo=UTC),
+        datetime(2020, 1, 1, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_recorded_at_round_trips_in_utc(moment: datetime) -> None:
+    parsed = events.parse_recorded_at(events.format_recorded_at(moment))
+    assert parsed == moment and parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2017-10-12 14:03:05.123456Z", "2017-10-12T14:03:05,123456Z", "2017-10-12T14:03:05Z", ""],
+)
+def test_a_malformed_recorded_at_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="does not match format"):
+        events.parse_recorded_at(text)
