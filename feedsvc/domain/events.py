@@ -157,7 +157,7 @@ def _check_uuid(value: str) -> str:
 
 def _check_text(value: str) -> str:
     if not value.strip():
-        raise ValueError("must not be empty or only whitespace")
+        raise ValueError(NOT_BLANK_MESSAGE)
     return value
 
 
@@ -199,15 +199,13 @@ UuidText = Annotated[
     Field(json_schema_extra={"format": "uuid"}),
     AfterValidator(_check_uuid),
 ]
-Headline = Annotated[
-    str, StringConstraints(min_length=1, max_length=300), AfterValidator(_check_text)
-]
-Text = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=200_000),
-    AfterValidator(_check_text),
-]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_text)]
+NOT_BLANK = r"[^\s\x1c-\x1f]"
+r"""A character ``str.strip()`` keeps: checked by pydantic-core, not a Python validator
+(Rust's ``\s`` is Python's whitespace but for U+001C–U+001F)."""
+NOT_BLANK_MESSAGE = "must not be empty or only whitespace"
+Headline = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NOT_BLANK)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200_000, pattern=NOT_BLANK)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=80), AfterValidator(_check_label)]
 
 
@@ -440,6 +438,7 @@ def upcast(type_name: str, schema_version: int, data: dict[str, Any]) -> dict[st
     return data
 
 
+@lru_cache(maxsize=65536)
 def slugify(label: str) -> str:
     """The URL form of a topic label: ``federal grants`` → ``federal-grants``."""
     return "-".join(re.findall(r"[a-z0-9]+", label.lower()))
@@ -456,6 +455,8 @@ def problems_of(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
+        elif item["type"] == "string_pattern_mismatch" and item["ctx"]["pattern"] == NOT_BLANK:
+            message = NOT_BLANK_MESSAGE
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         found.append(FieldProblem(pointer, message))
@@ -499,8 +500,12 @@ def canonical_json(value: Any) -> str:
 
 
 def model_json(model: BaseModel) -> str:
-    """Canonical JSON of a model, leaving out optional fields that are unset."""
-    return canonical_json(model.model_dump(mode="json", exclude_unset=True))
+    """Canonical JSON of a model, leaving out optional fields that are unset.
+
+    pydantic-core's serializer writes the same bytes as :func:`canonical_json` of the
+    model's JSON dump (compact, model order, UTF-8 unescaped; the models hold only
+    strings, integers, lists and models), in one step."""
+    return model.model_dump_json(exclude_unset=True)
 
 
 def validate_data(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from feedsvc.domain import events
@@ -151,3 +152,15 @@ def test_recorded_at_round_trips_in_utc(moment: datetime) -> None:
 def test_a_malformed_recorded_at_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="does not match format"):
         events.parse_recorded_at(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['A "quoted" <b>bold</b> & back\\slash', "tab\tline\nfeed\x7f", "é€中😀\u2028\u202e\ufeff"],
+)
+def test_the_stored_spelling_is_compact_json_in_model_order(text: str) -> None:
+    raw = reported("d1", headline=text, body=text, places=[text])
+    valid = validate_new_event(raw)
+    dumped = valid.model.model_dump(mode="json", exclude_unset=True)
+    assert valid.data_json == orjson.dumps(dumped).decode()
+    assert list(orjson.loads(valid.data_json))[:3] == ["development_id", "headline", "body"]
