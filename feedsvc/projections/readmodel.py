@@ -12,6 +12,7 @@ and serving reads one row by primary key, cheaper inline than a thread hop.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -103,20 +104,36 @@ CREATE TABLE IF NOT EXISTS documents (
 """
 
 
-def connect(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+def connect(path: Path | str, *, building: bool = False) -> sqlite3.Connection:
     """Open (creating if needed) a read model file and its schema.
 
     The read model is derived data: it can always be rebuilt from the log, so it is
     written with ``synchronous=NORMAL`` (durable on commit in WAL except on power
     loss, where a rebuild or a catch-up from the recorded position repairs it).
+
+    ``building``: a generation a rebuild is writing, which nothing serves yet and which
+    is deleted if the rebuild does not finish (on start too): its rollback journal is
+    kept in memory and nothing is synced, until :func:`finish_building`.
     """
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    if str(path) != ":memory:":
+    if building:
+        conn.execute("PRAGMA journal_mode = MEMORY")
+        conn.execute("PRAGMA synchronous = OFF")
+    elif str(path) != ":memory:":
         conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.executescript(SCHEMA)
     return conn
+
+
+def finish_building(conn: sqlite3.Connection, path: Path) -> None:
+    """Make a generation built with ``connect(building=True)`` durable and servable:
+    its pages synced to disk, then WAL and ``synchronous=NORMAL`` as every other."""
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
 
 
 class ReadModel:

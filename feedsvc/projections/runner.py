@@ -35,7 +35,7 @@ from apscheduler.triggers.cron import CronTrigger
 from feedsvc.domain.events import RecordedEvent, format_recorded_at
 from feedsvc.projections.documents import Document
 from feedsvc.projections.projector import Changes, Projector
-from feedsvc.projections.readmodel import ReadModel, connect
+from feedsvc.projections.readmodel import ReadModel, connect, finish_building
 from feedsvc.rendering.model import FeedFormat, Scope, Urls
 from feedsvc.settings import Settings
 from feedsvc.store.port import EventStore
@@ -420,7 +420,7 @@ class ProjectionRunner:
         are left for the server to remove once it has switched."""
         started = time.perf_counter()
         target = self._next_generation()
-        conn = connect(target)
+        conn = connect(target, building=True)
         projector = Projector(conn, self.urls, self.settings.feed_size)
         try:
             after = 0
@@ -434,6 +434,7 @@ class ProjectionRunner:
                 after = events[-1].position
                 if progress:
                     progress(len(events))
+            await _in_thread(finish_building, conn, target)
             async with self._lock:
                 # the last events appended while we built
                 while events := await self.store.read_all(after, BATCH):
