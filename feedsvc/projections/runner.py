@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import re
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -155,13 +156,24 @@ class ProjectionRunner:
         """Pending items of which a request rendered some documents already: item →
         their paths."""
         self._as_of: OrderedDict[tuple[int, str], Document | None] = OrderedDict()
+        self._serving = False
+        """Whether this runner serves (started), so writes its generation unsynced."""
 
     # -- life cycle ---------------------------------------------------------------
 
     def open_current(self) -> Path | None:
-        """Open the generation the pointer names, if any; return its path."""
+        """Open the generation the pointer names, if any; return its path. A generation
+        a server was writing without syncs when the machine went down is not opened
+        (it may be corrupt): None, and :meth:`start` builds a new one."""
         self.folder.mkdir(parents=True, exist_ok=True)
         current = self._current_generation()
+        if current is not None and _written_before_a_restart(current):
+            log.warning(
+                "the machine restarted while read model %s had writes not synced to disk: "
+                "building a new one",
+                current.name,
+            )
+            current = None
         if current is not None:
             self._open(current)
         return current
@@ -176,6 +188,8 @@ class ProjectionRunner:
         elif self._model is not None and not self._model.current():
             log.info("a projection version changed: rebuilding %s", current.name)
             await self.rebuild()
+        self._serving = True
+        self._unsync()
         await self.catch_up()
         interval = self.settings.catchup_interval_s
         jobs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
@@ -208,11 +222,28 @@ class ProjectionRunner:
             self.scheduler.shutdown(wait=False)
         async with self._lock:
             if self._projector is not None:
+                if self._model is not None:
+                    await _in_thread(_sync, self._projector.conn, Path(self._model.path))
                 self._projector.conn.close()
             if self._model is not None:
                 self._model.close()
             self._projector = None
             self._model = None
+            self._serving = False
+
+    def _unsync(self) -> None:
+        """Write the serving generation without syncs (``synchronous=OFF``), having
+        first recorded durably that it is written so, under which boot of the machine.
+
+        The read model is derived data. A process that dies loses nothing the kernel
+        was given; only the machine going down can leave such a file corrupt, and then
+        the boot id differs and the next start builds a new generation instead. A clean
+        stop syncs it and removes the record (:func:`_sync`)."""
+        boot = _boot_id()
+        if not self._serving or boot is None or self._projector is None or self._model is None:
+            return
+        _write_durably(_marker(Path(self._model.path)), boot)
+        self._projector.conn.execute("PRAGMA synchronous = OFF")
 
     # -- generations --------------------------------------------------------------
 
@@ -242,7 +273,7 @@ class ProjectionRunner:
         """Delete every generation file but the one serving (a crashed rebuild's too)."""
         keep = self._model.path if self._model else None
         for path in self.folder.iterdir():
-            base = path.name.split("-wal")[0].split("-shm")[0]
+            base = path.name.split("-wal")[0].split("-shm")[0].split(_UNSYNCED)[0]
             if _GENERATION.match(base) and (keep is None or self.folder / base != keep):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -325,6 +356,7 @@ class ProjectionRunner:
                 old_projector.conn.close()
             old_model.close()
             self._remove_stale_generations()
+            self._unsync()
 
     async def render_item(self, item: str) -> None:
         """Render one pending item now (a request is waiting for it)."""
@@ -462,6 +494,7 @@ class ProjectionRunner:
         self._partly.clear()
         self.cache.clear()
         self._as_of.clear()
+        self._unsync()
         self._notify()
         if old_projector is not None:
             old_projector.conn.close()
@@ -483,6 +516,14 @@ class ProjectionRunner:
             elif path not in self._partly.get(item, ()):
                 await self._render_feed(item, path, *feed)
         return self.stored(path)
+
+    def cached(self, path: str) -> Document | None:
+        """What :meth:`document` answers when it need not wait: the document at ``path``
+        if it is in memory and nothing waits to render it (the serving fast path, run on
+        every feed request). None means: ask :meth:`document`."""
+        if self._pending and (item := item_of(path)) is not None and item in self._pending:
+            return None
+        return self.cache.get(path)
 
     def stored(self, path: str) -> Document | None:
         """The document at ``path`` as last rendered (None if there is none)."""
@@ -541,6 +582,63 @@ class ProjectionRunner:
 
 
 def _delete_generation(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", _UNSYNCED):
         with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").unlink()
+
+
+_UNSYNCED = "-unsynced"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _boot_id() -> str | None:
+    """This boot of the machine (Linux); None where it cannot be told."""
+    try:
+        return _BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _marker(generation: Path) -> Path:
+    return generation.with_name(generation.name + _UNSYNCED)
+
+
+def _written_before_a_restart(generation: Path) -> bool:
+    """Whether a server wrote ``generation`` without syncs under another boot than
+    this one, and never stopped cleanly."""
+    try:
+        boot = _marker(generation).read_text().strip()
+    except FileNotFoundError:
+        return False
+    return boot != _boot_id()
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(text + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync(conn: sqlite3.Connection, generation: Path) -> None:
+    """Put everything written to ``generation`` on disk, and forget that it was
+    written unsynced (a clean stop)."""
+    marker = _marker(generation)
+    if not marker.exists():
+        return
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(generation, "rb+") as file:
+        os.fsync(file.fileno())
+    marker.unlink()
+    _fsync_dir(generation.parent)

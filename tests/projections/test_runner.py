@@ -211,3 +211,51 @@ async def test_a_request_renders_its_own_format_and_never_serves_a_stale_one(
                 assert doc is not None and headline.encode() in doc.body, (n, fmt)
     finally:
         await runner.stop()
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _marker_of(runner: ProjectionRunner) -> Path:
+    assert runner._model is not None
+    return Path(f"{runner._model.path}-unsynced")
+
+
+async def test_a_clean_stop_syncs_the_read_model_written_without_syncs(
+    store: SQLiteEventStore, settings: Settings
+) -> None:
+    runner = ProjectionRunner(store, settings)
+    await runner.start()
+    marker = _marker_of(runner)
+    assert _read(marker) == _read(Path("/proc/sys/kernel/random/boot_id"))
+    result = await StoryService(store).append(SEED_STREAM, [reported("late", headline="Late")])
+    assert await runner.wait_for(result.positions[-1], timeout=30)
+    await runner.stop()
+    assert not marker.exists()
+    again = ProjectionRunner(store, settings)
+    assert again.open_current() is not None and again.position == result.positions[-1]
+    again._model.close()  # type: ignore[union-attr]
+    again._projector.conn.close()  # type: ignore[union-attr]
+
+
+async def test_a_read_model_written_unsynced_before_a_restart_is_built_again(
+    store: SQLiteEventStore, settings: Settings
+) -> None:
+    runner = ProjectionRunner(store, settings)
+    await runner.start()
+    await runner.render_all()
+    before = all_documents(runner)
+    marker = _marker_of(runner)
+    await runner.stop()
+    # as a server that went down with the machine leaves it: written under another boot
+    marker.write_text("another-boot\n")
+    restarted = ProjectionRunner(store, settings)
+    await restarted.start()
+    try:
+        assert len(restarted.rebuild_seconds) == 1  # built again, not opened
+        assert _read(marker) != "another-boot"
+        await restarted.render_all()
+        assert all_documents(restarted) == before
+    finally:
+        await restarted.stop()
