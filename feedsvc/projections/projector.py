@@ -159,13 +159,17 @@ class Projector:
         self._scopes: dict[Scope, tuple[str, str, int]] = {}
         """scope → (label, updated_at, entry count)."""
         self._entry_cache = EntryCache()
+        self._applied: int | None = None
+        """The position the file holds, once read."""
 
     # -- the public surface ------------------------------------------------------
 
     def position(self) -> int:
         """The last position applied (0 for a new read model)."""
-        row = self.conn.execute("SELECT MIN(position) FROM projections").fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        if self._applied is None:
+            row = self.conn.execute("SELECT MIN(position) FROM projections").fetchone()
+            self._applied = int(row[0]) if row and row[0] is not None else 0
+        return self._applied
 
     def apply(self, events: list[RecordedEvent], *, render_now: bool = True) -> Changes:
         """Apply a batch in one transaction, with the position it reaches.
@@ -197,6 +201,7 @@ class Projector:
                 )
             self._set_position(events[-1].position)
             self.conn.execute("COMMIT")
+            self._applied = events[-1].position
         except BaseException:
             self.conn.execute("ROLLBACK")
             self.forget()
@@ -206,6 +211,7 @@ class Projector:
 
     def forget(self) -> None:
         """Drop everything kept in memory (it is read again from the file)."""
+        self._applied = None
         self._stories.clear()
         self._recent.clear()
         self._memberships.clear()
