@@ -397,19 +397,36 @@ class ProjectionRunner:
         """Render every pending document and archive page (tests, benchmarks)."""
         while self._pending:
             await self.render_pending(budget_s=60.0)
-        while await self.render_archives(10**6):
+        while await self.render_archives(10**6, budget_s=3600.0):
             pass
 
-    async def render_archives(self, limit: int = ARCHIVES_PER_RUN) -> int:
-        """Render archive pages that filled but are not rendered yet (a job: a
-        rebuild records every page of history and leaves the rendering to it)."""
-        async with self._lock:
-            if self._projector is None:
-                return 0
-            paths = await _in_thread(self._projector.render_pending_archives, limit)
-        for path in paths:
-            self.cache.drop(path)
-        return len(paths)
+    async def render_archives(
+        self, limit: int = ARCHIVES_PER_RUN, budget_s: float = RENDER_BUDGET_S
+    ) -> int:
+        """Render archive pages that filled but are not rendered yet, for up to
+        ``budget_s`` seconds; return how many documents were written (a job: a rebuild
+        records every page of history, and pages fill as stories grow; a request for
+        one renders it itself). The lock is taken per page, so catching up goes
+        between two pages, and nothing is rendered while the projections are behind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        written = 0
+        for _ in range(limit):
+            if self._projector is None or loop.time() >= deadline:
+                break
+            if await self.lag() > 0:
+                break
+            async with self._lock:
+                if self._projector is None:
+                    break
+                pages = await _in_thread(self._projector.pending_archives, 1)
+                if not pages:
+                    break
+                paths = await _in_thread(self._projector.render_archive, *pages[0])
+            for path in paths:
+                self.cache.drop(path)
+            written += len(paths)
+        return written
 
     async def archive_document(self, path: str) -> Document | None:
         """The archive page at ``path``, rendered now if it is recorded but was not
