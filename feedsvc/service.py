@@ -115,11 +115,18 @@ class StoryService:
         """Append events that passed :meth:`validate`."""
         if not events:
             raise ValidationFailed([FieldProblem("", "no events to append")])
-        if any(e.client_id for e in events) and await self.store.find([e.id for e in events]):
-            # a retry of an append already made (or a reused id): the store decides
-            return await self.store.append(stream, events, expected)
         for _attempt in range(self.retries):
-            future = await self._enqueue(stream, events, expected)
+            try:
+                future = await self._enqueue(stream, events, expected)
+            except (ValidationFailed, WrongExpectedVersion):
+                # a retry of an append already made breaks the story's rules or the
+                # expected version; if it is one (or reuses an id), the store decides.
+                # Looked up only then: a retry the rules accept reaches the store anyway
+                if any(e.client_id for e in events) and await self.store.find(
+                    [e.id for e in events]
+                ):
+                    return await self.store.append(stream, events, expected)
+                raise
             try:
                 return await future
             except WrongExpectedVersion:

@@ -262,6 +262,22 @@ async def test_a_replay_answers_the_original_result(svc: Service) -> None:
     assert await svc.head() == SEED_HEAD + 2
 
 
+async def test_a_replay_the_story_rules_would_accept_again_is_still_a_replay(
+    svc: Service,
+) -> None:
+    # a retitle breaks no rule when repeated: the store recognises the retry by its id
+    retitle = {
+        "type": "story.retitled",
+        "occurred_at": "2017-10-13",
+        "data": {"title": "Connecticut and the sanctuary question"},
+        "id": new_id(),
+    }
+    assert (await svc.append(SEED_STREAM, retitle)).status == 201
+    again = await svc.append(SEED_STREAM, retitle)
+    assert again.status == 200 and (await again.json())["replayed"] is True
+    assert await svc.head() == SEED_HEAD + 1
+
+
 async def test_racing_writers_on_one_expected_version_exactly_one_wins(svc: Service) -> None:
     async def write(i: int) -> tuple[int, dict[str, Any]]:
         body = {"expected_version": SEED_HEAD, "events": [reported(f"racer-{i}")]}
