@@ -26,7 +26,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +49,12 @@ _GENERATION = re.compile(r"^gen-(\d+)\.sqlite3$")
 _STORY_PATH = re.compile(r"^/(?:feeds/)?stories/([a-z0-9-]+)(?:[./]|$)")
 _ARCHIVE_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)/archive/([1-9][0-9]*)\.")
 ARCHIVES_PER_RUN = 100
+GATHER_S = 0.025
+GATHER_EVENTS = 100
+"""After an append wakes catch-up, and after a batch shorter than GATHER_EVENTS, it
+waits GATHER_S so that appends arriving together are folded in one batch: a batch costs
+~0.3 ms of its own (a transaction, the rows of every scope it touched), which single-event
+batches paid per event under load. Freshness pays at most GATHER_S."""
 RENDER_BUDGET_S = 0.25
 """How long one run of the documents job may render before it yields: the job keeps an
 idle server's documents rendered without taking the CPU from appends under load (a
@@ -296,7 +302,9 @@ class ProjectionRunner:
             return
         job = self.scheduler.get_job("catch-up") if self.scheduler.running else None
         if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))
+            soon = datetime.now(UTC) + timedelta(seconds=GATHER_S)
+            if job.next_run_time is None or job.next_run_time > soon:
+                job.modify(next_run_time=soon)
 
     async def _wake_on_commit(self) -> None:
         seen = self._position
@@ -312,14 +320,16 @@ class ProjectionRunner:
             await self._follow_pointer()
             while True:
                 self._again = False
-                await self.catch_up()
+                await self.catch_up(gather_s=GATHER_S)
                 if not self._again:
                     break
         finally:
             self._running = False
 
-    async def catch_up(self) -> int:
-        """Apply every event after the projections' position; return how many."""
+    async def catch_up(self, gather_s: float = 0.0) -> int:
+        """Apply every event after the projections' position; return how many. With
+        ``gather_s``, after a short batch wait that long (without the lock) so appends
+        arriving meanwhile are folded together: a batch's own cost is paid once."""
         applied = 0
         while True:
             # the lock is taken per batch: a request waiting to render a document
@@ -339,6 +349,8 @@ class ProjectionRunner:
                 self._position = events[-1].position
                 applied += len(events)
                 self._notify()
+            if gather_s and len(events) < GATHER_EVENTS:
+                await asyncio.sleep(gather_s)
         return applied
 
     async def _follow_pointer(self) -> None:
