@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from feedsvc.domain.events import ValidEvent, validate_new_event
-from feedsvc.domain.story import StoryRules, check_append, rules_of
+from feedsvc.domain.story import StoryRules, check_append, check_onto, rules_of
 from feedsvc.errors import FieldProblem, ValidationFailed, WrongExpectedVersion
 from feedsvc.store.port import AppendResult, EventStore, Expected
 
@@ -37,6 +37,9 @@ class _StreamState:
     )
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stale: bool = True
+    ahead: StoryRules | None = None
+    """The committed rules with the pending appends folded in (None: to be worked
+    out again, after an append failed or the story was read again)."""
 
     @property
     def pending_events(self) -> list[ValidEvent]:
@@ -149,7 +152,9 @@ class StoryService:
                 raise WrongExpectedVersion(stream, expected, tentative)
             if isinstance(expected, int) and expected != tentative:
                 raise WrongExpectedVersion(stream, expected, tentative)
-            check_append(stream, state.rules, events, prior)
+            if state.ahead is None:
+                state.ahead = check_append(stream, state.rules, [], prior)
+            check_onto(stream, state.ahead, events)
             future = asyncio.ensure_future(self.store.append(stream, events, tentative))
             state.pending.append((future, events))
         future.add_done_callback(lambda f: self._settled(stream, f))
@@ -162,10 +167,12 @@ class StoryService:
         if future.cancelled() or future.exception() is not None:
             # whatever was chained behind it fails its version check and is retried
             state.stale = True
+            state.ahead = None
             return
         result = future.result()
         if result.replayed or result.version - len(events) != state.version:
             state.stale = True  # someone else wrote too: read the stream again
+            state.ahead = None
             return
         for event in events:
             state.rules.accept(stream, event.type, event.model.__dict__)
@@ -174,6 +181,7 @@ class StoryService:
     async def _refresh(self, stream: str, state: _StreamState) -> None:
         events = await self.store.read_stream(stream, state.version + 1)
         rules_of(events, state.rules)
+        state.ahead = None
         if events:
             state.version = events[-1].version
         state.stale = False

@@ -330,9 +330,19 @@ class StoryRules:
             set(self.followups),
         )
 
-    def accept(self, stream: str, type_name: str, data: Mapping[str, Any]) -> list[FieldProblem]:
-        """Fold one event in; return what it breaks (pointers relative to the event)."""
+    def accept(
+        self,
+        stream: str,
+        type_name: str,
+        data: Mapping[str, Any],
+        journal: list[tuple[str, Any]] | None = None,
+    ) -> list[FieldProblem]:
+        """Fold one event in; return what it breaks (pointers relative to the event).
+        With ``journal``, every change is recorded there for :meth:`undo`."""
         problems: list[FieldProblem] = []
+        if journal is not None:
+            journal.append(("opened", self.opened))
+            journal.append(("status", self.status))
 
         def refuse(field: str, message: str, code: str | None = None) -> None:
             problems.append(FieldProblem(field, message, code))
@@ -357,7 +367,7 @@ class StoryRules:
                 refuse("/type", f"story {stream!r} is closed; reopen it first")
             if dev_id in self.developments:
                 refuse("/data/development_id", f"development {dev_id!r} already exists")
-            self.developments.add(dev_id)
+            _add(self.developments, dev_id, journal)
         elif type_name in _DEVELOPMENT_EVENTS:
             if dev_id not in self.developments:
                 refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
@@ -366,9 +376,9 @@ class StoryRules:
             if type_name == "quote.attributed":
                 if data["quote_id"] in self.quotes:
                     refuse("/data/quote_id", f"quote {data['quote_id']!r} already exists")
-                self.quotes.add(data["quote_id"])
+                _add(self.quotes, data["quote_id"], journal)
             if type_name == "development.retracted":
-                self.retracted.add(dev_id)
+                _add(self.retracted, dev_id, journal)
         elif type_name == "story.closed":
             if self.status == "closed":
                 refuse("/type", f"story {stream!r} is already closed")
@@ -385,8 +395,26 @@ class StoryRules:
                 refuse("/data/followup_id", f"no follow-up {followup!r} in story {stream!r}")
             if dev_id and dev_id not in self.developments:
                 refuse("/data/development_id", f"no development {dev_id!r} in story {stream!r}")
-            self.followups.add(followup)
+            _add(self.followups, followup, journal)
         return problems
+
+    def undo(self, journal: list[tuple[str, Any]]) -> None:
+        """Take back the changes recorded in ``journal``, newest first."""
+        for what, value in reversed(journal):
+            if what == "opened":
+                self.opened = value
+            elif what == "status":
+                self.status = value
+            else:
+                value[0].discard(value[1])
+        journal.clear()
+
+
+def _add(found: set[str], item: str, journal: list[tuple[str, Any]] | None) -> None:
+    if item not in found:
+        found.add(item)
+        if journal is not None:
+            journal.append(("added", (found, item)))
 
 
 _DEVELOPMENT_EVENTS = frozenset(
@@ -410,14 +438,23 @@ def check_append(
     state = rules.copy() if rules is not None else StoryRules()
     for event in prior or []:
         state.accept(stream, event.type, event.model.__dict__)
+    check_onto(stream, state, events)
+    return state
+
+
+def check_onto(stream: str, rules: StoryRules, events: list[ValidEvent]) -> None:
+    """Fold a batch into ``rules`` if it breaks none of them; otherwise leave ``rules``
+    as they were and refuse the batch, naming each event. Nothing is copied: what the
+    batch changed is taken back on refusal."""
+    journal: list[tuple[str, Any]] = []
     problems: list[FieldProblem] = []
     for index, event in enumerate(events):
         where = f"/{index}" if len(events) > 1 else ""
-        for problem in state.accept(stream, event.type, event.model.__dict__):
+        for problem in rules.accept(stream, event.type, event.model.__dict__, journal):
             problems.append(FieldProblem(where + problem.pointer, problem.message, problem.code))
     if problems:
+        rules.undo(journal)
         raise ValidationFailed(problems)
-    return state
 
 
 def fold(events: list[RecordedEvent]) -> Story | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from feedsvc.domain.events import Precision, validate_new_event
-from feedsvc.domain.story import check_append, fold, rules_of
+from feedsvc.domain.story import check_append, check_onto, fold, rules_of
 from feedsvc.errors import ValidationFailed
 from feedsvc.ndjson import read_ndjson
 from tests.conftest import SEED, SEED_STREAM, opened, reported
@@ -53,3 +53,18 @@ def test_quotes_and_corrections_need_their_development() -> None:
     with pytest.raises(ValidationFailed) as info:
         check_append(SEED_STREAM, rules, [validate_new_event(quote)])
     assert info.value.problems[0].pointer == "/data/development_id"
+
+
+def test_a_refused_batch_leaves_the_rules_as_they_were() -> None:
+    rules = rules_of(read_ndjson(SEED))
+    before = rules.copy()
+    closing = {"type": "story.closed", "occurred_at": "2017-10-13", "data": {}}
+    batch = [
+        validate_new_event(closing),
+        validate_new_event(reported("after-closing")),  # refused: the story is closed
+    ]
+    with pytest.raises(ValidationFailed):
+        check_onto(SEED_STREAM, rules, batch)
+    assert rules == before
+    check_onto(SEED_STREAM, rules, [validate_new_event(reported("fine"))])
+    assert rules.developments == before.developments | {"fine"}
