@@ -22,6 +22,7 @@ connection of its own.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import hmac
 import math
@@ -36,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
@@ -172,6 +172,10 @@ class TokenStore(ABC):
         """How many tokens were ever created (revoked ones included)."""
 
 
+_Active = list[tuple[str, TokenInfo]]
+"""(hash, token) of every active token."""
+
+
 class SQLiteTokenStore(TokenStore):
     """Tokens in the ``tokens`` table of the SQLite events database."""
 
@@ -183,8 +187,14 @@ class SQLiteTokenStore(TokenStore):
         takes effect at once, one made by another (``feedsvc token revoke``) within
         ``cache_s`` seconds."""
         self._conn: aiosqlite.Connection | None = None
-        self._active: list[Any] | None = None
+        self._active: _Active | None = None
+        """(hash, token) of every active token, as last read."""
         self._active_at = 0.0
+        self._loading: asyncio.Future[_Active] | None = None
+        """The read of the active tokens in flight: every request that finds the cache
+        expired waits for this one read, rather than each making its own."""
+        self._changes = 0
+        self._loading_changes = 0
 
     async def open(self) -> None:
         try:
@@ -235,7 +245,7 @@ class SQLiteTokenStore(TokenStore):
                 "WHERE tokens.revoked_at IS NOT NULL",
                 (name, hash_secret(secret), str(scope), now),
             )
-            self._active = None
+            self._changed()
         except sqlite3.IntegrityError as e:
             raise TokenError(f"cannot store token {name!r}: {e}") from e
         except sqlite3.Error as e:
@@ -266,7 +276,7 @@ class SQLiteTokenStore(TokenStore):
                 "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                 (now, name),
             )
-            self._active = None
+            self._changed()
         except sqlite3.Error as e:
             raise StoreUnavailable(f"cannot write token database {self.path}: {e}") from e
         rows = await self._rows(
@@ -279,19 +289,46 @@ class SQLiteTokenStore(TokenStore):
 
     async def authenticate(self, secret: str) -> TokenInfo | None:
         digest = hash_secret(secret)
-        now = time.monotonic()
-        if self._active is None or now - self._active_at > self.cache_s:
-            self._active = await self._rows(
-                "SELECT name, hash, scope, created_at FROM tokens WHERE revoked_at IS NULL"
-            )
-            self._active_at = now
-        rows = self._active
         found: TokenInfo | None = None
-        for name, stored, scope, created_at in rows:
+        for stored, token in await self._active_tokens():
             # every hash is compared, so the time taken does not tell which one matched
-            if hmac.compare_digest(str(stored), digest):
-                found = TokenInfo(name, Scope.parse(scope), created_at)
+            if hmac.compare_digest(stored, digest):
+                found = token
         return found
+
+    async def _active_tokens(self) -> _Active:
+        while True:
+            now = time.monotonic()
+            if self._active is not None and now - self._active_at <= self.cache_s:
+                return self._active
+            if self._loading is None:
+                self._loading = asyncio.ensure_future(self._read_active())
+                self._loading_changes = self._changes
+            loading, changes = self._loading, self._loading_changes
+            try:
+                active = await asyncio.shield(loading)
+            finally:
+                if loading.done() and self._loading is loading:
+                    self._loading = None
+            if changes == self._changes:
+                self._active, self._active_at = active, now
+                return active
+            # this process created or revoked a token during the read: read again
+
+    def _changed(self) -> None:
+        """This process created or revoked a token: it counts from now on."""
+        self._active = None
+        self._loading = None
+        self._changes += 1
+
+    async def _read_active(self) -> _Active:
+        rows = await self._rows(
+            "SELECT name, hash, scope, created_at FROM tokens WHERE revoked_at IS NULL"
+        )
+        return [
+            (str(stored), TokenInfo(name, Scope.parse(scope), created_at))
+            for name, stored, scope, created_at in rows
+        ]
 
     async def count(self) -> int:
         rows = await self._rows("SELECT count(*) FROM tokens")

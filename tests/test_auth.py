@@ -10,6 +10,7 @@ import sqlite3
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,42 @@ def test_the_token_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     _, err = capsys.readouterr()
     assert "admin, append:*, append:<slug>" in err
     assert main([*base, "revoke", "nobody"]) == 2
+
+
+async def test_requests_that_find_the_cache_expired_share_one_read(
+    tokens: SQLiteTokenStore,
+) -> None:
+    secret = await tokens.create("ci", Scope.parse("admin"))
+    reads = 0
+    read_active = tokens._read_active
+
+    async def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return await read_active()
+
+    tokens._read_active = counted  # type: ignore[method-assign]
+    found = await asyncio.gather(*(tokens.authenticate(secret) for _ in range(50)))
+    assert all(token is not None and token.name == "ci" for token in found)
+    assert reads == 1
+
+
+async def test_a_revocation_during_a_read_of_the_tokens_counts_at_once(
+    tokens: SQLiteTokenStore,
+) -> None:
+    secret = await tokens.create("ci", Scope.parse("admin"))
+    started = asyncio.Event()
+    read_active = tokens._read_active
+
+    async def slow() -> Any:
+        rows = await read_active()  # still lists the token
+        started.set()
+        await asyncio.sleep(0.05)
+        return rows
+
+    tokens._read_active = slow  # type: ignore[method-assign]
+    checking = asyncio.ensure_future(tokens.authenticate(secret))
+    await started.wait()
+    await tokens.revoke("ci")
+    assert await checking is None
+    assert await tokens.authenticate(secret) is None
