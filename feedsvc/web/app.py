@@ -2,7 +2,8 @@
 
 Every resource lives in its own ``cleanup_ctx`` (database, projections and their
 scheduler), so start-up and shutdown mirror each other; every route is listed in
-:mod:`feedsvc.web.routes`; errors become answers in one middleware.
+:mod:`feedsvc.web.routes`, each wrapped in :func:`feedsvc.web.ops.observed`, which gives
+requests their ids, turns errors into problem+json answers, counts and logs them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from aiohttp import web
@@ -22,31 +23,8 @@ from feedsvc.service import StoryService
 from feedsvc.settings import Settings
 from feedsvc.web import api, ops, routes
 from feedsvc.web.keys import PROJECTIONS, SERVICE, SETTINGS, STORE
-from feedsvc.web.problems import problem, problem_for
 
 log = logging.getLogger("feedsvc.web")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn feedsvc errors and unknown routes into problem+json answers."""
-    try:
-        return await handler(request)
-    except FeedsvcError as e:
-        return problem_for(e)
-    except web.HTTPException as e:
-        if e.status >= 400 and e.content_type != "application/problem+json" and not e.text:
-            return problem(e.status, e.reason, e.reason, headers=dict(e.headers))
-        if e.status in (404, 405) and e.content_type == "text/plain":
-            return problem(
-                e.status,
-                e.reason,
-                f"{request.method} {request.path}: {e.reason.lower()}",
-                headers={k: v for k, v in e.headers.items() if k == "Allow"},
-            )
-        raise
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -76,10 +54,8 @@ async def _projections_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """The whole service as an aiohttp application."""
-    app = web.Application(
-        middlewares=[ops.request_middleware, error_middleware],
-        client_max_size=settings.max_body_bytes,
-    )
+    # no middlewares: routes.setup wraps every handler in ops.observed
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(ops.metrics_ctx)

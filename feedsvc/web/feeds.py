@@ -4,19 +4,28 @@ A request does no rendering and no compressing: it picks the stored body (identi
 gzip or brotli by ``Accept-Encoding``), answers 304 when a validator matches (the ETag
 wins over ``If-Modified-Since``), and sets ``Vary``, ``Cache-Control``, ``ETag`` and
 ``Last-Modified``. ``?as_of=<RFC 3339>`` answers with what the service knew then.
+
+Most requests are for a current document already in memory: :class:`CachedDocuments`
+answers those without awaiting anything, with headers built once per document and
+encoding; everything else goes through :func:`serve_document`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, NamedTuple
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from feedsvc.errors import FieldProblem, ValidationFailed
 from feedsvc.projections.documents import Document
 from feedsvc.web.keys import PROJECTIONS, SETTINGS
 from feedsvc.web.problems import problem
+
+if TYPE_CHECKING:
+    from feedsvc.projections.runner import ProjectionRunner
 
 _ENCODINGS = ("br", "gzip")
 
@@ -53,13 +62,13 @@ def _etag(doc: Document, encoding: str) -> str:
 
 
 def _not_modified(request: web.Request, doc: Document) -> bool:
-    inm = request.headers.get("If-None-Match")
+    inm = request.headers.get(hdrs.IF_NONE_MATCH)
     if inm is not None:
         if inm == doc.etag or inm.strip() == "*":
             return True
         tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
         return bool(tags & {doc.etag, *(_etag(doc, e) for e in _ENCODINGS)})
-    ims = request.headers.get("If-Modified-Since")
+    ims = request.headers.get(hdrs.IF_MODIFIED_SINCE)
     if ims is not None:
         try:
             since = parsedate_to_datetime(ims)
@@ -90,7 +99,8 @@ def parse_as_of(value: str) -> datetime:
 
 async def serve_document(request: web.Request) -> web.StreamResponse:
     """GET and HEAD of every feed and page."""
-    runner = request.app[PROJECTIONS]
+    app = request.app
+    runner = app[PROJECTIONS]
     path = request.path
     as_of = request.query.get("as_of") if request.query_string else None
     if as_of is not None:
@@ -101,19 +111,73 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
             doc = await runner.archive_document(path)
     if doc is None:
         return await _archive_not_full(request) or _not_found(request)
-    accept = request.headers.get("Accept-Encoding")
-    encoding = choose_encoding(accept) if accept else "identity"
-    validators, full = _headers(doc, encoding, request.app[SETTINGS].cache_max_age)
-    if _not_modified(request, doc):
-        return web.Response(status=304, headers=validators)
-    return web.Response(body=doc.encoded(encoding), headers=full)
+    return _answer(request, doc, app[SETTINGS].cache_max_age)
 
 
-_HEADERS: dict[tuple[str, str, str, int], tuple[dict[str, str], dict[str, str]]] = {}
+class CachedDocuments:
+    """The fast path of :func:`serve_document` for one app: a current document held in
+    memory, answered without awaiting anything (most feed requests)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._runner: ProjectionRunner | None = None
+        self._max_age = 0
+
+    def answer(self, request: web.Request) -> web.Response | None:
+        """What :func:`serve_document` would answer, if the document is in memory and
+        current and no ``as_of`` is asked for; None otherwise (then ask it)."""
+        url = request.rel_url
+        path = url.path_safe  # the router's, already decoded (but for %2F and %25)
+        if url.raw_query_string or "%" in path:
+            return None
+        runner = self._runner
+        if runner is None:  # the app's projections exist once it has started
+            if PROJECTIONS not in self.app:
+                return None
+            runner = self._runner = self.app[PROJECTIONS]
+            self._max_age = self.app[SETTINGS].cache_max_age
+        doc = runner.cached(path)
+        return None if doc is None else _answer(request, doc, self._max_age)
 
 
-def _headers(doc: Document, encoding: str, max_age: int) -> tuple[dict[str, str], dict[str, str]]:
-    """The headers of a 304 and of a 200 for one representation, built once per
+def _answer(request: web.Request, doc: Document, max_age: int) -> web.Response:
+    """``doc`` in the encoding the request accepts, or a 304 if it has it already."""
+    headers = request.headers
+    accept = headers.get(hdrs.ACCEPT_ENCODING)  # istr names: no case folding per look-up
+    encoding = _encoding_of(accept) if accept else "identity"
+    found = _headers(doc, encoding, max_age)
+    if (hdrs.IF_NONE_MATCH in headers or hdrs.IF_MODIFIED_SINCE in headers) and _not_modified(
+        request, doc
+    ):
+        return web.Response(status=304, headers=found.not_modified)
+    return web.Response(body=doc.encoded(encoding), headers=found.full)
+
+
+class _Headers(NamedTuple):
+    """The headers of one document in one encoding: of a 200 and of a 304."""
+
+    full: CIMultiDict[str]
+    not_modified: CIMultiDict[str]
+
+
+_HEADERS: dict[tuple[str, str, str, int], _Headers] = {}
+_ENCODING_OF: dict[str, str] = {}
+
+
+def _encoding_of(accept: str) -> str:
+    """:func:`choose_encoding`, remembered per ``Accept-Encoding`` value (clients send
+    few distinct ones; this runs on every feed request)."""
+    found = _ENCODING_OF.get(accept)
+    if found is None:
+        found = choose_encoding(accept)
+        if len(_ENCODING_OF) >= 1024:
+            _ENCODING_OF.clear()
+        _ENCODING_OF[accept] = found
+    return found
+
+
+def _headers(doc: Document, encoding: str, max_age: int) -> _Headers:
+    """The headers of a 200 and of a 304 for one representation, built once per
     document and encoding (this runs on every feed request)."""
     key = (doc.path, doc.etag, encoding, max_age)
     found = _HEADERS.get(key)
@@ -129,7 +193,7 @@ def _headers(doc: Document, encoding: str, max_age: int) -> tuple[dict[str, str]
             full["Content-Encoding"] = encoding
         if len(_HEADERS) >= 8192:
             _HEADERS.clear()
-        found = _HEADERS[key] = (validators, full)
+        found = _HEADERS[key] = _Headers(CIMultiDict(full), CIMultiDict(validators))
     return found
 
 

@@ -79,3 +79,19 @@ def problem_for(error: FeedsvcError) -> web.Response:
     if isinstance(error, NotAFeedsvcDatabase | SchemaTooNew | ConfigError | ImportFailed):
         return problem(500, "Server misconfigured", str(error), slug="misconfigured")
     return problem(500, "Internal error", "the server could not answer", slug="internal")
+
+
+def problem_for_http(request: web.Request, error: web.HTTPException) -> web.Response | None:
+    """An aiohttp error without a body of its own (an unknown route, a wrong method, a
+    body too large) as problem+json; None for the rest (redirects, answers that have
+    their text), which go out as they are."""
+    if error.status >= 400 and error.content_type != PROBLEM_TYPE and not error.text:
+        return problem(error.status, error.reason, error.reason, headers=dict(error.headers))
+    if error.status in (404, 405) and error.content_type == "text/plain":
+        return problem(
+            error.status,
+            error.reason,
+            f"{request.method} {request.path}: {error.reason.lower()}",
+            headers={k: v for k, v in error.headers.items() if k == "Allow"},
+        )
+    return None

@@ -196,3 +196,32 @@ async def test_the_index_lists_the_story_with_its_latest_development(client: Cli
     assert "Justice Department finds Connecticut" in html
     assert "9 developments" in html
     assert "Latest:" in html and "/feeds/stories/ct-doj-section-1373-compliance.atom" in html
+
+
+async def test_a_feed_served_from_memory_is_current_after_an_append(client: Client) -> None:
+    app = client.app
+    assert app is not None
+    path = f"/feeds/stories/{SEED_STREAM}.atom"
+    await app[PROJECTIONS].render_all()
+    before = await client.get(path)
+    etag = before.headers["ETag"]
+    assert app[PROJECTIONS].cached(path) is not None  # answered from memory from now on
+    assert (await client.get(path, headers={"If-None-Match": etag})).status == 304
+    assert (await client.get(path)).headers["ETag"] == etag
+    result = await app[SERVICE].append(
+        SEED_STREAM, [reported("memory-check", headline="A court weighs in")]
+    )
+    assert await app[PROJECTIONS].wait_for(result.positions[-1], timeout=30)
+    after = await client.get(path, headers={"If-None-Match": etag})
+    assert after.status == 200
+    assert after.headers["ETag"] != etag
+    assert b"A court weighs in" in await after.read()
+
+
+async def test_a_query_other_than_as_of_answers_the_document(client: Client) -> None:
+    path = f"/feeds/stories/{SEED_STREAM}.json"
+    plain = await client.get(path)
+    tagged = await client.get(path, params={"utm_source": "reader"})
+    assert tagged.status == 200
+    assert tagged.headers["ETag"] == plain.headers["ETag"]
+    assert await tagged.read() == await plain.read()

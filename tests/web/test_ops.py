@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedsvc.check import check_log
@@ -24,7 +26,7 @@ from feedsvc.errors import ConfigError
 from feedsvc.settings import Settings
 from feedsvc.store.sqlite import SQLiteEventStore
 from feedsvc.web.keys import PROJECTIONS
-from feedsvc.web.ops import JsonFormatter, configure_logging
+from feedsvc.web.ops import LATENCY_BUCKETS, JsonFormatter, Metrics, configure_logging
 from tests.conftest import REPO, SEED, reported
 from tests.web.conftest import SEED_HEAD, SEED_STREAM, Service, Start, new_id
 
@@ -111,6 +113,106 @@ async def test_metrics_count_appends_group_commits_and_requests(svc: Service) ->
     assert after[f'feedsvc_http_requests_total{{method="POST",{route},status="201"}}'] == 2
     assert after[f'feedsvc_http_requests_total{{method="POST",{route},status="404"}}'] == 1
     assert after['feedsvc_http_requests_total{method="GET",route="/metrics",status="200"}'] == 1
+
+
+FEED_ROUTE = 'route="/feeds/stories/{slug}.{fmt}"'
+
+
+async def test_metrics_count_feed_and_unmatched_requests_by_route_and_status(
+    svc: Service,
+) -> None:
+    feed = f"/feeds/stories/{SEED_STREAM}.atom"
+    before = await scrape(svc)
+    first = await svc.client.get(feed)
+    assert first.status == 200
+    assert (
+        await svc.client.get(feed, headers={"If-None-Match": first.headers["ETag"]})
+    ).status == 304
+    assert (await svc.client.head(feed)).status == 200
+    assert (await svc.client.get(feed, headers={"Accept-Encoding": "gzip"})).status == 200
+    assert (await svc.client.get("/no/such/page")).status == 404
+    assert (await svc.client.post("/feeds/all.atom")).status == 405
+    after = await scrape(svc)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    requests = "feedsvc_http_requests_total"
+    assert delta(f'{requests}{{method="GET",{FEED_ROUTE},status="200"}}') == 2
+    assert delta(f'{requests}{{method="GET",{FEED_ROUTE},status="304"}}') == 1
+    assert delta(f'{requests}{{method="HEAD",{FEED_ROUTE},status="200"}}') == 1
+    assert delta(f'{requests}{{method="GET",route="unmatched",status="404"}}') == 1
+    assert delta(f'{requests}{{method="POST",route="unmatched",status="405"}}') == 1
+    duration = "feedsvc_http_request_duration_seconds"
+    assert delta(f"{duration}_count{{{FEED_ROUTE}}}") == 4
+    assert delta(f"{duration}_sum{{{FEED_ROUTE}}}") > 0
+    buckets = sorted(
+        (float(key.split('le="')[1].split('"')[0]), value)
+        for key, value in after.items()
+        if key.startswith(f"{duration}_bucket{{") and FEED_ROUTE in key
+    )
+    assert buckets[-1] == (float("inf"), after[f"{duration}_count{{{FEED_ROUTE}}}"])
+    assert [count for _, count in buckets] == sorted(count for _, count in buckets)
+    assert (
+        f'{requests.removesuffix("_total")}_created{{method="GET",{FEED_ROUTE},status="304"}}'
+        in after
+    )
+    assert f"{duration}_created{{{FEED_ROUTE}}}" in after
+
+
+async def test_unmatched_requests_are_problems_with_a_request_id(svc: Service) -> None:
+    wrong_method = await svc.client.post("/feeds/all.atom", headers={"X-Request-Id": "wrong-1"})
+    assert wrong_method.status == 405
+    assert wrong_method.headers["Allow"] == "GET,HEAD"
+    assert wrong_method.headers["X-Request-Id"] == "wrong-1"
+    problem = await wrong_method.json(content_type="application/problem+json")
+    assert problem["status"] == 405
+    assert problem["detail"] == "POST /feeds/all.atom: method not allowed"
+    not_there = await svc.client.head("/feeds/nothing/here")
+    assert not_there.status == 404
+    assert not_there.headers["Content-Type"] == "application/problem+json"
+    assert len(not_there.headers["X-Request-Id"]) == 32
+    # a path asked for before is remembered by its route, its method still checked
+    assert (await svc.client.get("/healthz")).status == 200
+    deleted = await svc.client.delete("/healthz")
+    assert deleted.status == 405
+    assert deleted.headers["Allow"] == "GET,HEAD"
+
+
+def test_request_collector_exposes_what_prometheus_client_would() -> None:
+    seen = [
+        ("GET", "/feeds/stories/{slug}.{fmt}", 200, 0.0031),
+        ("GET", "/feeds/stories/{slug}.{fmt}", 304, 0.0004),
+        ("POST", "/api/stories/{slug}/events", 201, 0.2),
+        ("GET", "/feeds/stories/{slug}.{fmt}", 200, 0.001),  # on a bucket's bound
+        ("GET", "unmatched", 404, 25.0),  # past the last bound
+    ]
+    ours = Metrics()
+    registry = CollectorRegistry(auto_describe=True)
+    requests = Counter(
+        "feedsvc_http_requests",
+        "HTTP requests answered, by method, route and status",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "feedsvc_http_request_duration_seconds",
+        "Time to answer HTTP requests, by route",
+        ["route"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    for method, route, status, elapsed in seen:
+        ours.requests.observe(method, route, status, elapsed)
+        requests.labels(method, route, str(status)).inc()
+        latency.labels(route).observe(elapsed)
+
+    def http_requests(registry: CollectorRegistry) -> str:
+        text = generate_latest(registry).decode()
+        lines = [line for line in text.splitlines() if "feedsvc_http_request" in line]
+        return re.sub(r"^(\S+_created\{.*\}) \S+$", r"\1 <time>", "\n".join(lines), flags=re.M)
+
+    assert http_requests(ours.registry) == http_requests(registry)
 
 
 async def test_every_answer_carries_a_request_id(svc: Service) -> None:
