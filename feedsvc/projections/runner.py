@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,11 +89,19 @@ def archive_of(path: str) -> tuple[Scope, int] | None:
     return (Scope.from_name(match[1]), int(match[2])) if match else None
 
 
+_PROJECTIONS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-projections")
+"""The one thread that folds and renders: work on the read model is serialised anyway,
+and one thread keeps the large, short-lived buffers of rendering in one malloc arena
+(spread over the default executor's threads, each arena kept its peak: 450 MB of
+RSS after rendering a rebuild's documents, against 205 MB when it returned)."""
+
+
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` in a worker thread; if the caller is cancelled, still wait for the
-    thread to finish before the cancellation goes on, since it may be using a
+    """Run ``fn`` in the projections thread; if the caller is cancelled, still wait
+    for the thread to finish before the cancellation goes on, since it may be using a
     connection the caller is about to close."""
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(_PROJECTIONS_THREAD, functools.partial(fn, *args, **kwargs))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -585,7 +595,8 @@ class ProjectionRunner:
                 break
             events.extend(page)
             after = page[-1].position
-        doc = await _in_thread(self._build_as_of, events, path)
+        # its own thread: a projection of a long log must not hold up catching up
+        doc = await asyncio.to_thread(self._build_as_of, events, path)
         self._as_of[key] = doc
         while len(self._as_of) > 64:
             self._as_of.popitem(last=False)
