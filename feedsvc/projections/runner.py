@@ -90,10 +90,9 @@ def archive_of(path: str) -> tuple[Scope, int] | None:
 
 
 _PROJECTIONS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-projections")
-"""The one thread that folds and renders: work on the read model is serialised anyway,
-and one thread keeps the large, short-lived buffers of rendering in one malloc arena
-(spread over the default executor's threads, each arena kept its peak: 450 MB of
-RSS after rendering a rebuild's documents, against 205 MB when it returned)."""
+"""The one thread that folds and renders: work on the read model is serialised by the
+runner's lock anyway, and one thread keeps the large, short-lived buffers of rendering
+in one malloc arena rather than one per thread of the default executor."""
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
