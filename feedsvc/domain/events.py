@@ -623,18 +623,7 @@ class RecordedEvent:
 
     def as_dict(self) -> dict[str, Any]:
         """The export form: one NDJSON line's object, data and metadata verbatim."""
-        return export_dict(
-            self.position,
-            self.id,
-            self.stream,
-            self.version,
-            self.type,
-            self.schema_version,
-            self.occurred_at,
-            self.recorded_at,
-            self.data_json,
-            self.metadata_json,
-        )
+        return export_dict(*self.row())
 
     def to_json(self) -> bytes:
         """One line of the export format, without the newline."""
