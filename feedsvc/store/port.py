@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from feedsvc.domain.events import EventRow, RecordedEvent, ValidEvent
+import orjson
+
+from feedsvc.domain.events import RecordedEvent, ValidEvent, export_dict
 
 Expected = int | Literal["any", "no_stream"]
 """What the caller believes the stream's version is: ``"any"`` (no check),
@@ -32,6 +34,17 @@ class AppendResult:
     positions: tuple[int, ...]
     recorded_at: str
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class EncodedEvents:
+    """Events in their export form (:func:`~feedsvc.domain.events.export_dict`), each a
+    JSON object, joined by commas: the inside of a JSON array."""
+
+    count: int
+    last: int | None
+    """the position of the last event, None when there is none"""
+    json: bytes
 
 
 class EventStore(ABC):
@@ -83,7 +96,7 @@ class EventStore(ABC):
         """Events with position greater than ``after`` (and at most ``upto``), in
         order, at most ``limit``, optionally only of some types or one stream."""
 
-    async def read_all_rows(
+    async def read_all_json(
         self,
         after: int = 0,
         limit: int = 100,
@@ -91,11 +104,15 @@ class EventStore(ABC):
         types: Sequence[str] | None = None,
         stream: str | None = None,
         upto: int | None = None,
-    ) -> list[EventRow]:
-        """What :meth:`read_all` reads, as plain rows: for pages that are only encoded
-        again (an adapter may skip building the events)."""
+    ) -> EncodedEvents:
+        """What :meth:`read_all` reads, already encoded in the export form, for pages
+        that are only sent on (an adapter may encode in the database)."""
         found = await self.read_all(after, limit, types=types, stream=stream, upto=upto)
-        return [event.row() for event in found]
+        return EncodedEvents(
+            len(found),
+            found[-1].position if found else None,
+            b",".join(orjson.dumps(export_dict(*event.row())) for event in found),
+        )
 
     @abstractmethod
     async def read_stream(

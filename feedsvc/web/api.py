@@ -29,17 +29,16 @@ from aiohttp_sse import sse_response
 from feedsvc.auth import RateLimiter, SQLiteTokenStore, TokenInfo, ensure_admin_token, retry_after
 from feedsvc.domain.events import (
     CURRENT_VERSIONS,
-    EventRow,
     RecordedEvent,
     ValidEvent,
-    export_dict,
     is_slug,
 )
 from feedsvc.errors import FieldProblem, StoreError, ValidationFailed
-from feedsvc.store.port import AppendResult, EventStore, Expected
+from feedsvc.store.port import AppendResult, EncodedEvents, EventStore, Expected
 from feedsvc.web.keys import (
     METRICS,
     RATE_LIMITER,
+    READ_AHEAD,
     SERVICE,
     SETTINGS,
     STOPPING,
@@ -565,8 +564,8 @@ def _page_json(events: Sequence[RecordedEvent], **fields: Any) -> bytes:
     return orjson.dumps({"events": [e.as_dict() for e in events], **fields})
 
 
-def _rows_json(rows: Sequence[EventRow], **fields: Any) -> bytes:
-    return orjson.dumps({"events": [export_dict(*row) for row in rows], **fields})
+def _encoded_page(events: EncodedEvents, **fields: Any) -> bytes:
+    return b'{"events":[' + events.json + b"]," + orjson.dumps(fields)[1:]
 
 
 @_answers_refusals
@@ -574,6 +573,7 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     """``GET /api/events``: the log after a cursor, a page at a time, long-polling."""
     app = request.app
     settings, store, stopping = app[SETTINGS], app[STORE], app[STOPPING]
+    read_ahead = app[READ_AHEAD]
     _check_parameters(request, ("after", "limit", "wait", "type", "stream"))
     query = request.query
     after = _int_param(query, "after", 0, 0, MAX_POSITION)
@@ -587,17 +587,17 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     start = after
     while True:
         head = await store.head()
-        events = await store.read_all_rows(start, limit, types=types, stream=stream, upto=head)
+        events = await read_ahead.page(start, limit, types=types, stream=stream, head=head)
         remaining = deadline - loop.time()
-        if events or remaining <= 0 or stopping.is_set():
+        if events.count or remaining <= 0 or stopping.is_set():
             break
         # nothing up to the head matched: later reads begin there
         start = max(start, head)
         await _wait_for_commit(store, start + 1, remaining, stopping)
     # a short page holds every match up to the head, so the cursor moves to the head
-    cursor = events[-1][0] if len(events) == limit else max(start, head)
+    cursor = events.last if events.count == limit and events.last is not None else max(start, head)
     return web.Response(
-        body=_rows_json(events, next=cursor, head=head),
+        body=_encoded_page(events, next=cursor, head=head),
         content_type=JSON_TYPE,
         headers={"Cache-Control": "no-store"},
     )

@@ -22,7 +22,8 @@ from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
 from feedsvc.web import api, ops, routes
-from feedsvc.web.keys import PROJECTIONS, SERVICE, SETTINGS, STORE
+from feedsvc.web.keys import PROJECTIONS, READ_AHEAD, SERVICE, SETTINGS, STORE
+from feedsvc.web.readahead import ReadAhead
 
 log = logging.getLogger("feedsvc.web")
 
@@ -37,8 +38,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await import_seed_if_empty(settings, store)
         app[STORE] = store
         app[SERVICE] = StoryService(store, future_skew=timedelta(seconds=settings.future_skew_s))
+        app[READ_AHEAD] = ReadAhead(store)
         yield
     finally:
+        if READ_AHEAD in app:
+            await app[READ_AHEAD].close()
         await store.close()
 
 

@@ -15,6 +15,7 @@ from feedsvc.store.port import EventStore
 if TYPE_CHECKING:
     from feedsvc.projections.runner import ProjectionRunner
     from feedsvc.web.ops import Metrics
+    from feedsvc.web.readahead import ReadAhead
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", EventStore)
@@ -23,5 +24,6 @@ PROJECTIONS: web.AppKey[ProjectionRunner] = web.AppKey("projections")
 TOKENS = web.AppKey("tokens", TokenStore)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+READ_AHEAD: web.AppKey[ReadAhead] = web.AppKey("read_ahead")
 STOPPING = web.AppKey("stopping", asyncio.Event)
 """Set when the server begins to shut down: long polls and live streams end."""

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from feedsvc.domain.events import RecordedEvent, ValidEvent, export_dict, validate_new_event
+from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
 from feedsvc.errors import DuplicateEventId, ImportFailed, WrongExpectedVersion
 from feedsvc.store.port import EventStore
 from tests.conftest import opened, reported
@@ -117,15 +117,46 @@ class EventStoreContract:
         found = await store.find([stream[0].id, str(uuid.uuid4())])
         assert [e.id for e in found] == [stream[0].id]
 
-    async def test_rows_are_the_events_fields(self, store: EventStore) -> None:
-        await store.append("a", [valid(opened("a")), valid(reported("d1"))])
-        await store.append("b", [valid(opened("b"))])
-        for kwargs in ({}, {"types": ["story.opened"]}, {"stream": "a"}, {"upto": 2}):
-            events = await store.read_all(0, 10, **kwargs)
-            rows = await store.read_all_rows(0, 10, **kwargs)
-            assert events and [tuple(r) for r in rows] == [e.row() for e in events]
-            encoded = [orjson.dumps(export_dict(*r)) for r in rows]
-            assert encoded == [e.to_json() for e in events]
+    async def test_encoded_pages_are_the_export_form_byte_for_byte(self, store: EventStore) -> None:
+        hostile = '\x00\x01\x1f"\\/\u2028\u2029\ufeff\u202e<script>é😀\x7f'
+        events = [
+            RecordedEvent(
+                position,
+                f"{hostile}-{position}",
+                stream,
+                version,
+                kind,
+                1,
+                "2026-11-28T01:00:00Z",
+                f"2026-11-28T01:00:0{position}.000000Z",
+                orjson.dumps({"body": hostile, "n": position}).decode(),
+                orjson.dumps({"actor": hostile}).decode(),
+            )
+            for position, stream, version, kind in [
+                (1, "a", 1, "story.opened"),
+                (2, "a", 2, "development.reported"),
+                (3, f"b{hostile}", 1, "story.opened"),
+                (4, "a", 3, "development.reported"),
+            ]
+        ]
+        assert await store.import_events(events) == 4
+        cases: list[tuple[int, int, dict[str, Any], list[int]]] = [
+            (0, 10, {}, [1, 2, 3, 4]),
+            (1, 2, {}, [2, 3]),
+            (0, 10, {"types": ["story.opened"]}, [1, 3]),
+            (0, 10, {"stream": "a"}, [1, 2, 4]),
+            (0, 10, {"upto": 2}, [1, 2]),
+            (4, 10, {}, []),
+            (0, 10, {"stream": "nope"}, []),
+        ]
+        for after, limit, kwargs, positions in cases:
+            page = await store.read_all_json(after, limit, **kwargs)
+            expected = [events[p - 1] for p in positions]
+            assert (page.count, page.last) == (len(expected), positions[-1] if positions else None)
+            assert page.json == b",".join(e.to_json() for e in expected)
+            decoded = orjson.loads(b"[" + page.json + b"]")
+            assert [e["id"] for e in decoded] == [e.id for e in expected]
+            assert decoded == [orjson.loads(e.to_json()) for e in expected]
 
     async def test_position_at_maps_a_time_to_a_log_prefix(self, store: EventStore) -> None:
         await store.append("a", [valid(opened("a"))])
