@@ -16,7 +16,7 @@ from typing import Protocol, TextIO, cast
 import bench
 from bench.common import machine_lines, parse_args
 
-NOT_BENCHMARKS = {"common", "server_bare"}  # server_bare: a process bench.feeds starts
+NOT_BENCHMARKS = {"common", "servers", "bare"}  # bare: a process bench.api and bench.feeds start
 
 
 class Benchmark(Protocol):

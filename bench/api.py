@@ -6,7 +6,7 @@ same run:
 
 1. **1-event POST appends** (``POST /api/stories/{slug}/events``, one event, a bearer
    token, 64 connections, ``wrk`` with ``bench/lua/append.lua``): events/s against a
-   bare aiohttp app (``bench/bare_api.py``, same Python, its own process) that parses
+   bare aiohttp app (``bench/bare.py api``, same Python, its own process) that parses
    the same body with ``orjson.loads`` and answers 201.
 2. **100-event POST appends** (a JSON array of 100 events): events/s against the same
    bare app and against a bare ``sqlite3`` loop committing 100-row transactions in
@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import http.client
 import math
 import os
 import random
@@ -63,15 +62,23 @@ import orjson
 from bench.append import FULL as APPEND_FULL
 from bench.append import QUICK as APPEND_QUICK
 from bench.append import development_reported, story_opened, through_sqlite3, workload
-from bench.common import (
-    RUNS,
-    Spread,
-    clean_env,
+from bench.common import RUNS, Spread, load, machine_lines, py_spy, table
+from bench.servers import (
+    CLIENT_CPU,
+    CONNECTIONS,
+    SERVER_CPU,
+    START_TIMEOUT_S,
+    THREADS,
+    WRK_INSTALL,
+    Server,
     free_port,
-    load,
-    machine_lines,
     pinned,
-    table,
+    pinning,
+    request,
+    started,
+    write_toml,
+    wrk_output,
+    wrk_process,
     wrk_version,
 )
 from feedsvc.cli_support import make_store
@@ -82,8 +89,6 @@ from feedsvc.settings import Settings
 from feedsvc.store.sqlite import SQLiteEventStore
 
 SEED = 1373
-THREADS = 1
-CONNECTIONS = 64
 FULL_SECONDS = 5
 QUICK_SECONDS = 3
 WARMUP_SECONDS = 1
@@ -113,9 +118,12 @@ POLL_RATE = 400
 POLL_GAP_S = 0.005
 """a story's feed is polled at most once per POLL_GAP_S"""
 
-SERVER_CPU = 0
-CLIENT_CPU = 1
-START_TIMEOUT_S = 60.0
+PINNED = (
+    f"servers (every thread) on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU} (taskset); "
+    f"this process on CPU {CLIENT_CPU} while it is an HTTP client and on CPU "
+    f"{SERVER_CPU} while it runs an in-process baseline"
+)
+"""How the pinning is described when taskset can pin"""
 LOG_LEVEL = "WARNING"
 TOKEN_RATE = 1_000_000.0
 TOKEN_BURST = 1_000_000
@@ -126,24 +134,9 @@ PUBLIC_BASE = "http://127.0.0.1:8080"
 BENCH = Path(__file__).parent
 DATA_DIR = BENCH / "data"
 LUA_APPEND = BENCH / "lua" / "append.lua"
-WRK_INSTALL = "apt-get update && apt-get install -y wrk"
 
 
-# -- processes, pinning --------------------------------------------------------------------
-
-
-def pinning() -> tuple[bool, str]:
-    """Whether servers and clients can be pinned to CPUs 0 and 1, and how it is said."""
-    if shutil.which("taskset") is None:
-        return False, "none: taskset (util-linux) not found; servers and clients share every CPU"
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    if not {SERVER_CPU, CLIENT_CPU} <= usable:
-        return False, f"none: CPUs {SERVER_CPU} and {CLIENT_CPU} are not both usable here"
-    return True, (
-        f"servers (every thread) on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU} (taskset); "
-        f"this process on CPU {CLIENT_CPU} while it is an HTTP client and on CPU "
-        f"{SERVER_CPU} while it runs an in-process baseline"
-    )
+# -- pinning, other work --------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -200,112 +193,6 @@ def _busy_line(busy: Mapping[int, float]) -> str:
     return f"other work, busy over 1 s before starting: {shares}{warning}"
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-def request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-) -> Reply:
-    """One HTTP request to 127.0.0.1:port."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=dict(headers or {}))
-        response = conn.getresponse()
-        return Reply(response.status, dict(response.getheaders()), response.read())
-    finally:
-        conn.close()
-
-
-@dataclass
-class Server:
-    """A server process started by the benchmark."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-    def log_lines(self) -> int:
-        try:
-            return len(self.log.read_text(encoding="utf-8", errors="replace").splitlines())
-        except OSError:
-            return 0
-
-    def fail(self, why: str) -> AssertionError:
-        return AssertionError(f"{self.name}: {why}\n--- its log ---\n{self.log_tail()}")
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the process so far (from /proc; None elsewhere)."""
-        try:
-            with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def wait_for(self, path: str, ok: int = 200, timeout: float = START_TIMEOUT_S) -> Reply:
-        """Poll ``path`` until it answers ``ok`` (the process must stay up)."""
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise self.fail(f"exited with status {self.process.returncode}")
-            try:
-                reply = request(self.port, "GET", path)
-                if reply.status == ok:
-                    return reply
-                last = f"status {reply.status}"
-            except OSError as e:
-                last = str(e)
-            time.sleep(0.05)
-        raise self.fail(f"{path} did not answer {ok} within {timeout:.0f} s ({last})")
-
-
-@contextlib.contextmanager
-def started(name: str, command: Sequence[str], port: int, folder: Path) -> Iterator[Server]:
-    """Run ``command`` as a process (output to a log file); stop it on the way out."""
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / f"{name}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            list(command),
-            cwd=folder,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield Server(name, port, process, log)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
 # -- the service ---------------------------------------------------------------------------
 
 
@@ -323,19 +210,6 @@ def service_values(data_dir: Path, port: int, public_base: str | None = None) ->
         "token_burst": TOKEN_BURST,
         "log_level": LOG_LEVEL,
     }
-
-
-def write_toml(values: Mapping[str, Any], path: Path) -> None:
-    """A flat TOML file of strings, numbers and booleans."""
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            lines.append(f"{key} = {'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            lines.append(f"{key} = {value!r}")
-        else:
-            lines.append(f"{key} = {orjson.dumps(str(value)).decode()}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def slugs(prefix: str, count: int) -> list[str]:
@@ -506,15 +380,12 @@ def parse_wrk(output: str) -> WrkRun:
     )
 
 
-def wrk_command(
-    port: int, token: str, templates: Path, per_request: int, seconds: float, prefix: str
+def wrk_arguments(
+    port: int, token: str, templates: Path, per_request: int, prefix: str
 ) -> list[str]:
+    """What follows ``wrk -t1 -c64 -d<seconds>s`` for a run of append.lua."""
     nonce = random.getrandbits(31)
     return [
-        "wrk",
-        f"-t{THREADS}",
-        f"-c{CONNECTIONS}",
-        f"-d{seconds}s",
         "--timeout",
         "10s",
         "-s",
@@ -535,26 +406,13 @@ def start_wrk(
     port: int, token: str, templates: Path, per_request: int, seconds: float, pin: bool
 ) -> subprocess.Popen[str]:
     """Start ``wrk -t1 -c64 -d<seconds>s -s append.lua``, pinned to CLIENT_CPU."""
-    command = wrk_command(port, token, templates, per_request, seconds, SLUG_PREFIX)
-    return subprocess.Popen(
-        pinned(command, CLIENT_CPU, pin),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    arguments = wrk_arguments(port, token, templates, per_request, SLUG_PREFIX)
+    return wrk_process(arguments, seconds, pin)
 
 
 def finish_wrk(process: subprocess.Popen[str], seconds: float) -> WrkRun:
     """Wait for a wrk started for ``seconds`` (bounded) and parse what it printed."""
-    try:
-        out, err = process.communicate(timeout=seconds + 60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    if process.returncode != 0:
-        raise AssertionError(f"wrk failed ({process.returncode}):\n{out}{err}")
-    return parse_wrk(out)
+    return parse_wrk(wrk_output(process, seconds))
 
 
 def wrk(
@@ -722,7 +580,7 @@ def measure_appends(root: Path, seconds: int, quick: bool, pin: bool) -> list[Ap
     cases = [AppendCase("1-event POSTs", 1), AppendCase(f"{BATCH}-event POSTs", BATCH)]
     counts = APPEND_QUICK if quick else APPEND_FULL
     baseline = workload(random.Random(SEED), counts.stories, counts.batched, BATCH)
-    bare_command = [sys.executable, str(BENCH / "bare_api.py"), str(bare_port)]
+    bare_command = [sys.executable, str(BENCH / "bare.py"), "api", str(bare_port)]
     with started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, root / "bare") as bare:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -1496,7 +1354,7 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
         )
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
     began = time.perf_counter()
-    pin, pin_text = pinning()
+    pin, pin_text = pinning("clients", PINNED)
     with tempfile.TemporaryDirectory(prefix="feedsvc-bench-") as tmp:
         root = Path(tmp)
         print(f"HTTP API ({'--quick' if quick else 'full'} run)")
@@ -1512,7 +1370,7 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
             f"a fresh copy of a prepared data folder per run, synchronous FULL, log_level "
             f"{LOG_LEVEL}, token_rate_per_s {TOKEN_RATE:,.0f}, token_burst {TOKEN_BURST:,}"
         )
-        print(f"  bare app: {sys.executable} bench/bare_api.py <port> (orjson.loads + 201)")
+        print(f"  bare app: {sys.executable} bench/bare.py api <port> (orjson.loads + 201)")
         print(
             f"  appends: {wrk_version()}: wrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s "
             f"--timeout 10s -s {LUA_APPEND.relative_to(BENCH.parent)} -H 'Authorization: "
@@ -1547,12 +1405,6 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
 
 
 # -- profiling ------------------------------------------------------------------------------------
-
-
-def py_spy() -> str | None:
-    found = shutil.which("py-spy")
-    local = Path(sys.executable).with_name("py-spy")
-    return found or (str(local) if local.exists() else None)
 
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -1635,7 +1487,7 @@ def profile(quick: bool) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit(f"bench.api needs wrk: {WRK_INSTALL}")
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
-    pin, pin_text = pinning()
+    pin, pin_text = pinning("clients", PINNED)
     with tempfile.TemporaryDirectory(prefix="feedsvc-bench-") as tmp:
         root = Path(tmp)
         port = free_port()

@@ -1,14 +1,14 @@
-"""What every benchmark shares: the machine's description, repeated runs, tables."""
+"""What every benchmark shares: the machine's description, repeated runs, tables, py-spy."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import socket
+import shutil
 import sqlite3
 import statistics
-import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,26 +126,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def pinned(command: Sequence[str], cpu: int, pin: bool) -> list[str]:
-    """``command`` pinned to ``cpu`` with taskset (when ``pin``)."""
-    return ["taskset", "-c", str(cpu), *command] if pin else list(command)
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without FEEDSVC_* variables: the TOML file alone configures."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
-
-
-def wrk_version() -> str:
-    """wrk's version line."""
-    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
-    first = (done.stdout or done.stderr).strip().splitlines()
-    return first[0].split(" Copyright")[0] if first else "unknown"
+def py_spy() -> str | None:
+    """The py-spy profiler: on PATH, or beside this Python (None when neither)."""
+    found = shutil.which("py-spy")
+    local = Path(sys.executable).with_name("py-spy")
+    return found or (str(local) if local.exists() else None)

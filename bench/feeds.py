@@ -3,7 +3,7 @@
 Measures how fast the running service answers ``GET /feeds/stories/<slug>.atom`` (a
 50-entry Atom feed, precomputed and held in the document cache) over loopback, with
 ``wrk``, and the same in the same run from a bare aiohttp app that returns the same
-bytes and headers from memory (``bench/server_bare.py``). Three cases:
+bytes and headers from memory (``bench/bare.py feed``). Three cases:
 
 * **200**: a plain GET (identity encoding);
 * **304**: a GET with ``If-None-Match`` equal to the served ETag;
@@ -23,14 +23,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
-import http.client
 import json
-import os
 import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,16 +41,23 @@ from typing import Any
 import aiohttp
 
 from bench.append import _PEOPLE, _WORDS, _event_id, development_reported, story_opened
-from bench.common import (
-    RUNS,
-    Spread,
-    clean_env,
+from bench.common import RUNS, Spread, load, machine_lines, parse_args, table
+from bench.servers import (
+    CLIENT_CPU,
+    CONNECTIONS,
+    SERVER_CPU,
+    START_TIMEOUT_S,
+    THREADS,
+    WRK_INSTALL,
+    Reply,
+    Server,
     free_port,
-    load,
-    machine_lines,
-    parse_args,
+    get,
     pinned,
-    table,
+    pinning,
+    run_wrk,
+    started,
+    write_toml,
     wrk_version,
 )
 from feedsvc.cli_support import make_store
@@ -68,15 +72,11 @@ FEED_PATH = f"/feeds/stories/{SLUG}.atom"
 LOG_LEVEL = "WARNING"
 """The service's log level here: per-request log lines are INFO, so none is written."""
 
-THREADS = 1
-CONNECTIONS = 64
 FULL_SECONDS = 5
 QUICK_SECONDS = 3
 WARMUP_SECONDS = 1
-SERVER_CPU = 0
-WRK_CPU = 1
-START_TIMEOUT_S = 60.0
-WRK_INSTALL = "apt-get update && apt-get install -y wrk"
+PINNED = f"servers on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU} (taskset)"
+"""How the pinning is described when taskset can pin"""
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 _PUBLISHERS = (
@@ -85,10 +85,6 @@ _PUBLISHERS = (
     ("U.S. Department of Justice", "justice.gov"),
     ("Connecticut Mirror", "ctmirror.org"),
 )
-_HOP_HEADERS = frozenset(
-    {"date", "server", "content-length", "connection", "keep-alive", "transfer-encoding"}
-)
-"""Headers aiohttp writes itself: not copied to the bare server, not compared."""
 
 
 # -- the story ------------------------------------------------------------------------------
@@ -156,119 +152,6 @@ async def write_story(settings: Settings) -> int:
         await store.close()
 
 
-# -- HTTP, processes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One HTTP answer, its body as sent (never decompressed)."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-    def comparable_headers(self) -> dict[str, str]:
-        """The headers the application chose (not Date, Server, Content-Length…)."""
-        return {k: v for k, v in self.headers if k.lower() not in _HOP_HEADERS}
-
-
-def get(port: int, path: str, headers: Mapping[str, str] | None = None) -> Reply:
-    """GET http://127.0.0.1:port/path (a 5 s timeout)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path, headers=dict(headers or {}))
-        response = conn.getresponse()
-        body = response.read()
-        return Reply(response.status, tuple(response.getheaders()), body)
-    finally:
-        conn.close()
-
-
-def pinning() -> tuple[bool, str]:
-    """Whether servers and wrk can be pinned to CPUs 0 and 1, and how it is described."""
-    if shutil.which("taskset") is None:
-        return False, "none: taskset (util-linux) not found; servers and wrk share every CPU"
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    if not {SERVER_CPU, WRK_CPU} <= usable:
-        return False, f"none: CPUs {SERVER_CPU} and {WRK_CPU} are not both usable here"
-    return True, f"servers on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU} (taskset)"
-
-
-@dataclass
-class Server:
-    """A server process started by the benchmark."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-    def fail(self, why: str) -> AssertionError:
-        return AssertionError(f"{self.name}: {why}\n--- its log ---\n{self.log_tail()}")
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the process so far (from /proc; None elsewhere)."""
-        try:
-            with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
-
-    def wait_for(self, path: str, ok: int = 200, timeout: float = START_TIMEOUT_S) -> Reply:
-        """Poll ``path`` until it answers ``ok`` (the process must stay up)."""
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise self.fail(f"exited with status {self.process.returncode}")
-            try:
-                reply = get(self.port, path)
-                if reply.status == ok:
-                    return reply
-                last = f"status {reply.status}"
-            except OSError as e:
-                last = str(e)
-            time.sleep(0.1)
-        raise self.fail(f"{path} did not answer {ok} within {timeout:.0f} s ({last})")
-
-
-@contextmanager
-def started(name: str, command: Sequence[str], port: int, folder: Path) -> Iterator[Server]:
-    """Run ``command`` as a process (output to a log file); stop it on the way out."""
-    log = folder / f"{name}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            list(command),
-            cwd=folder,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield Server(name, port, process, log)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
 # -- wrk ----------------------------------------------------------------------------------
 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -327,19 +210,10 @@ def parse_wrk(output: str) -> WrkRun:
 
 def wrk(url: str, headers: Mapping[str, str], seconds: int, pin: bool) -> WrkRun:
     """``wrk -t1 -c64 -d<seconds>s --latency`` against ``url``, bounded in time."""
-    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    arguments = ["--latency"]
     for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    done = subprocess.run(
-        pinned([*command, url], WRK_CPU, pin),
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return parse_wrk(done.stdout)
+        arguments += ["-H", f"{name}: {value}"]
+    return parse_wrk(run_wrk([*arguments, url], seconds, pin))
 
 
 # -- the benchmark ------------------------------------------------------------------------
@@ -458,19 +332,6 @@ def settings_for(folder: Path, port: int) -> dict[str, Any]:
     }
 
 
-def write_toml(values: Mapping[str, Any], path: Path) -> None:
-    """A flat TOML file of strings, integers and booleans."""
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            lines.append(f"{key} = {'true' if value else 'false'}")
-        elif isinstance(value, int):
-            lines.append(f"{key} = {value}")
-        else:
-            lines.append(f"{key} = {json.dumps(str(value))}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 @dataclass
 class Bench:
     """Everything set up: both servers answering, the feed checked."""
@@ -495,7 +356,7 @@ def make_cases(etag: str) -> list[Case]:
 def servers(folder: Path) -> Iterator[Bench]:
     """Write the story, start the service and the bare server (pinned when possible),
     check both; stop both on the way out, whatever happens."""
-    pin, _ = pinning()
+    pin, _ = pinning("wrk", PINNED)
     service_port, bare_port = free_port(), free_port()
     values = settings_for(folder, service_port)
     settings = Settings.load(None, environ={}, **values)
@@ -515,7 +376,7 @@ def servers(folder: Path) -> Iterator[Bench]:
         cases = make_cases(feed.etag)
         verify(service, cases, feed)
         spec = bare_spec(feed, bare_port, folder)
-        bare_command = [python, str(Path(__file__).with_name("server_bare.py")), str(spec)]
+        bare_command = [python, str(Path(__file__).with_name("bare.py")), "feed", str(spec)]
         bare = stack.enter_context(
             started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, folder)
         )
@@ -618,13 +479,6 @@ def report(bench: Bench) -> str:
     return table(header, rows) + "\n\n" + "\n".join(legend + notes)
 
 
-def _log_lines(server: Server) -> int:
-    try:
-        return len(server.log.read_text(encoding="utf-8", errors="replace").splitlines())
-    except OSError:
-        return 0
-
-
 def run(quick: bool, *, show_machine: bool = True) -> None:
     """Measure and print feed serving throughput."""
     if shutil.which("wrk") is None:
@@ -633,7 +487,7 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
         )
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
     began = time.perf_counter()
-    _, pin_text = pinning()
+    _, pin_text = pinning("wrk", PINNED)
     with tempfile.TemporaryDirectory(prefix="feedsvc-bench-") as tmp:
         root = Path(tmp)
         print(f"feed serving over HTTP ({'--quick' if quick else 'full'} run)")
@@ -647,7 +501,7 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
             print(f"  pinning: {pin_text}")
             print(
                 f"  service: python -m feedsvc.cli serve, log_level {LOG_LEVEL}, aiohttp "
-                "access log off; bare: bench/server_bare.py, one route, no middleware, "
+                "access log off; bare: bench/bare.py feed <spec>, one route, no middleware, "
                 "access log off"
             )
             print(
@@ -662,7 +516,7 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
                 flush=True,
             )
             measure(bench, seconds)
-            logged = _log_lines(bench.service)
+            logged = bench.service.log_lines()
         print()
         print(report(bench))
         print(f"service log: {logged} line(s) over the whole run (WARNING and above)")

@@ -204,6 +204,23 @@ def eventsourcing_run(folder: Path, log: Sequence[RecordedEvent], threads: int) 
 # -- feedsvc ------------------------------------------------------------------------------------
 
 
+async def read_back(store: SQLiteEventStore) -> tuple[int, float]:
+    """Read every event of an open store through ``read_all`` in pages of PAGE,
+    decoding each one's data (``event.data``); return the events read and the seconds."""
+    count = 0
+    after = 0
+    started = time.perf_counter()
+    while True:
+        page = await store.read_all(after, PAGE)
+        if not page:
+            break
+        for event in page:
+            _ = event.data
+        count += len(page)
+        after = page[-1].position
+    return count, time.perf_counter() - started
+
+
 async def feedsvc_run(
     folder: Path, log: Sequence[RecordedEvent], valid: Sequence[ValidEvent], tasks: int
 ) -> tuple[Run, str]:
@@ -228,18 +245,7 @@ async def feedsvc_run(
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(tasks)))
         append_s = time.perf_counter() - start
-        start = time.perf_counter()
-        read = 0
-        after = 0
-        while True:
-            page = await store.read_all(after, PAGE)
-            if not page:
-                break
-            for event in page:
-                _ = event.data
-            read += len(page)
-            after = page[-1].position
-        read_s = time.perf_counter() - start
+        read, read_s = await read_back(store)
         if read != len(log) or await store.head() != len(log):
             raise AssertionError(f"feedsvc holds {read} events, expected {len(log)}")
     finally:

@@ -37,11 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,8 +53,9 @@ from typing import Any
 import aiohttp
 
 from bench import dataset, peer
-from bench.common import RUNS, machine_lines, table
+from bench.common import RUNS, machine_lines, py_spy, table
 from bench.dataset import Size
+from bench.servers import Reply, clean_env, free_port, get
 from feedsvc.store.sqlite import SQLiteEventStore
 
 RSS_TARGET_MB = 256
@@ -308,30 +307,12 @@ async def read_and_decode(path: Path) -> tuple[int, float]:
     store = SQLiteEventStore(path, create=False)
     await store.open()
     try:
-        count = 0
-        after = 0
-        started = time.perf_counter()
-        while True:
-            page = await store.read_all(after, PAGE)
-            if not page:
-                break
-            for event in page:
-                _ = event.data
-            count += len(page)
-            after = page[-1].position
-        seconds = time.perf_counter() - started
+        return await peer.read_back(store)
     finally:
         await store.close()
-    return count, seconds
 
 
 # -- (b) start-up -------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(folder: Path, data_dir: Path) -> Path:
@@ -353,16 +334,6 @@ def write_config(folder: Path, data_dir: Path) -> Path:
 def _feedsvc_command() -> list[str]:
     script = Path(sys.executable).with_name("feedsvc")
     return [str(script)] if script.exists() else [sys.executable, "-m", "feedsvc.cli"]
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 @dataclass(frozen=True)
@@ -467,8 +438,8 @@ def start_and_load(
     config: Path, folder: Path, slugs: Sequence[str], head: int, seconds: float
 ) -> Startup:
     """Start ``feedsvc serve``, time it until /readyz answers 200, then load it."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    port = free_port()
+    env = clean_env()
     env["FEEDSVC_HTTP_PORT"] = str(port)
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -483,20 +454,20 @@ def start_and_load(
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"feedsvc serve exited with {proc.returncode}:\n{err}")
             try:
-                status, body = _get(port, "/readyz")
+                reply = get(port, "/readyz")
             except OSError:
-                status, body = 0, b""
-            if status == 200:
+                reply = Reply(0, (), b"")
+            if reply.status == 200:
                 break
             if time.perf_counter() - started > 120:
                 raise RuntimeError("feedsvc serve was not ready within 120 s")
             time.sleep(0.005)
         ready_s = time.perf_counter() - started
-        if json.loads(body)["head"] != head:
-            raise RuntimeError(f"the service's head is not {head}: {body!r}")
+        if json.loads(reply.body)["head"] != head:
+            raise RuntimeError(f"the service's head is not {head}: {reply.body!r}")
         rss_ready = _status_kb(proc.pid, "VmRSS")
         one = [f"/feeds/stories/{slugs[0]}.atom"]
-        status, _ = _get(port, one[0])
+        status = get(port, one[0]).status
         if status != 200:
             raise RuntimeError(f"GET {one[0]} answered {status}")
         one_feed = load(proc.pid, port, folder, one, seconds)
@@ -750,8 +721,8 @@ def report(results: Results) -> str:
 
 def profile(quick: bool) -> None:
     """Run one rebuild under py-spy and print its hottest frames (every thread)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
+    spy = py_spy()
+    if spy is None:
         print("py-spy is not installed: pip install py-spy")
         return
     plan = QUICK if quick else FULL
