@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from feedsvc.auth import add_token_parser, token_command
 from feedsvc.check import check_log
-from feedsvc.cli_support import make_store
+from feedsvc.cli_support import make_store, tune_gc
 from feedsvc.errors import FeedsvcError
 from feedsvc.ndjson import read_ndjson
 from feedsvc.projections.runner import ProjectionRunner
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
+        tune_gc()
         return asyncio.run(COMMANDS[args.command](settings, args))
     except FeedsvcError as e:
         print(f"feedsvc {args.command}: error: {e}", file=sys.stderr)

@@ -30,7 +30,7 @@ from functools import lru_cache
 import orjson
 
 from feedsvc.domain.events import RecordedEvent, slugify
-from feedsvc.domain.story import Development, Story
+from feedsvc.domain.story import Development, FollowUp, Story
 from feedsvc.projections.documents import Document
 from feedsvc.projections.readmodel import PROJECTION_VERSIONS
 from feedsvc.rendering.feeds import EntryCache, render
@@ -52,6 +52,10 @@ _STATE = (
 )
 """A development's current state."""
 _DEV_EVENTS = frozenset({"quote.attributed", "development.corrected", "development.retracted"})
+_FOLLOWUP_EVENTS = frozenset({"followup.expected", "followup.resolved"})
+_NOT_IN_HEADER = {"developments", "followups"}
+"""What a story's header row leaves out: developments and follow-ups are rows of their
+own, so a batch rewrites a header of constant size however long the story has run."""
 
 
 @lru_cache(maxsize=65536)
@@ -71,6 +75,9 @@ class _Batch:
     """What one batch changed."""
 
     dirty_stories: set[str] = field(default_factory=set)
+    dirty_followups: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    """(slug, follow-up id) → the position that expected it when that was in this batch
+    (a new row), else None (a row to update)."""
     dirty_devs: set[tuple[str, str]] = field(default_factory=set)
     dirty_scopes: set[Scope] = field(default_factory=set)
     new_entries: list[tuple[str, str, str, int, int]] = field(default_factory=list)
@@ -319,6 +326,14 @@ class Projector:
             if (slug, dev_id) in batch.archived:
                 batch.archived.discard((slug, dev_id))
                 self._keep_version(slug, dev)
+        followup_id = event.data.get("followup_id") if event.type in _FOLLOWUP_EVENTS else None
+        if followup_id is not None:
+            key = (slug, followup_id)
+            if event.type == "followup.expected":
+                batch.dirty_followups[key] = event.position
+            else:
+                self._followup(story, followup_id)
+                batch.dirty_followups.setdefault(key, None)
         touched = story.apply(event)
         batch.dirty_stories.add(slug)
         changes.stories.add(slug)
@@ -343,6 +358,17 @@ class Projector:
             batch.touched[(slug, touched_id)] = event.position
             for scope in self._member_of(slug, touched_id):
                 self._touch_scope(batch, scope, None, event, changes)
+
+    def _followup(self, story: Story, followup_id: str) -> None:
+        """Load a follow-up into the fold's story if it is not there yet (a story's
+        header leaves them out: they are rows of their own)."""
+        if followup_id not in story.followups:
+            row = self.conn.execute(
+                "SELECT state FROM followups WHERE slug = ? AND followup_id = ?",
+                (story.slug, followup_id),
+            ).fetchone()
+            if row is not None:
+                story.followups[followup_id] = FollowUp.model_validate_json(row[0])
 
     def _dev_ids(self, slug: str) -> list[str]:
         return [
@@ -518,11 +544,24 @@ class Projector:
             rows.append(
                 (
                     slug,
-                    story.model_dump_json(exclude={"developments"}),
+                    story.model_dump_json(exclude=_NOT_IN_HEADER),
                     latest[0] if latest else None,
                     story.last_position,
                 )
             )
+        new, changed = [], []
+        for (slug, followup_id), expected in sorted(batch.dirty_followups.items()):
+            state = self._stories[slug].followups[followup_id].model_dump_json()
+            if expected is None:
+                changed.append((state, slug, followup_id))
+            else:
+                new.append((slug, followup_id, expected, state))
+        self.conn.executemany(
+            "INSERT INTO followups (slug, followup_id, position, state) VALUES (?, ?, ?, ?)", new
+        )
+        self.conn.executemany(
+            "UPDATE followups SET state = ? WHERE slug = ? AND followup_id = ?", changed
+        )
         self.conn.executemany(
             "INSERT INTO stories (slug, header, latest, last_position) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (slug) DO UPDATE SET header = excluded.header, "
@@ -802,6 +841,13 @@ class Projector:
             return set()
         story = Story.model_validate_json(row[0])
         self._all_devs(story)
+        story.followups = {
+            followup_id: FollowUp.model_validate_json(state)
+            for followup_id, state in self.conn.execute(
+                "SELECT followup_id, state FROM followups WHERE slug = ? ORDER BY position",
+                (slug,),
+            )
+        }
         body = render_story(story, self.urls)
         path = self.urls.story_page(slug)[len(self.urls.base) :]
         return self._put([Document.make(path, HTML, body, story.updated_at)])

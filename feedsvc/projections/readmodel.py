@@ -19,7 +19,7 @@ from pathlib import Path
 
 from feedsvc.projections.documents import Document
 
-PROJECTION_VERSIONS: dict[str, int] = {"stories": 2, "timelines": 2, "documents": 3}
+PROJECTION_VERSIONS: dict[str, int] = {"stories": 3, "timelines": 2, "documents": 3}
 """Bump a version when its projection's output changes: it is rebuilt on start."""
 
 SCHEMA = """
@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS stories (
     last_position INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS stories_last_position ON stories (last_position);
+CREATE TABLE IF NOT EXISTS followups (
+    slug        TEXT NOT NULL,
+    followup_id TEXT NOT NULL,
+    position    INTEGER NOT NULL,  -- of the event that expected it: the story page's order
+    state       TEXT NOT NULL,
+    PRIMARY KEY (slug, followup_id)
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS development_heads (
     slug              TEXT NOT NULL,
     development_id    TEXT NOT NULL,

@@ -255,3 +255,44 @@ def test_a_batch_that_rolls_back_leaves_nothing_behind_in_memory_or_file() -> No
     for start in range(0, len(events), 100):
         projector.apply(events[start : start + 100], render_now=False)
     assert _finish(projector) == expected
+
+
+def _expected(followup_id: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "followup.expected",
+        "occurred_at": "2017-10-12",
+        "data": {"followup_id": followup_id, "description": description},
+    }
+
+
+def test_follow_ups_keep_their_order_and_stay_out_of_the_story_header() -> None:
+    slug = "long-story"
+    ids = [f"{name}-decision" for name in ("zeta", "alpha", "mid", "beta", "omega", "kappa")]
+    resolve = {
+        "type": "followup.resolved",
+        "occurred_at": "2017-10-13",
+        "data": {"followup_id": "alpha-decision", "note": "Decided in favour."},
+    }
+    events = recorded(
+        [opened(slug), reported("d1"), *(_expected(f, f"Waiting on {f}") for f in ids), resolve],
+        slug,
+    )
+    conn = connect(":memory:")
+
+    def header() -> str:
+        return str(conn.execute("SELECT header FROM stories WHERE slug = ?", (slug,)).fetchone()[0])
+
+    Projector(conn, URLS, feed_size=25).apply(events[:3], render_now=False)
+    before = len(header())
+    # each follow-up by a new projector: what it folds onto is read back from the file
+    for event in events[3:]:
+        Projector(conn, URLS, feed_size=25).apply([event], render_now=False)
+    assert "Waiting on" not in header() and len(header()) - before < 100  # version, times
+    projector = Projector(conn, URLS, feed_size=25)
+    projector.render_items(projector.pending_items())
+    page = dict(documents(conn))[f"/stories/{slug}"].decode()
+    pending, resolved = page.split("<h3>Resolved</h3>")
+    shown = [f for f in ids if f"Waiting on {f}" in pending]
+    assert shown == [f for f in ids if f != "alpha-decision"]  # in the order expected
+    assert sorted(shown, key=pending.index) == shown
+    assert "Waiting on alpha-decision" in resolved and "Decided in favour." in resolved
