@@ -22,7 +22,7 @@ reaches subscribers with its ``updated`` bumped.
 from __future__ import annotations
 
 import sqlite3
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -165,6 +165,9 @@ class Projector:
         self._memberships: dict[tuple[str, str], set[Scope]] = {}
         self._scopes: dict[Scope, tuple[str, str, int]] = {}
         """scope → (label, updated_at, entry count)."""
+        self._tails: dict[Scope, deque[tuple[int, str, str]]] = {}
+        """scope → its last ``feed_size`` entries (ordinal, slug, development id) entered
+        since the fold's memory was last dropped: the archive page that fills is these."""
         self._entry_cache = EntryCache()
         self._applied: int | None = None
         """The position the file holds, once read."""
@@ -223,6 +226,7 @@ class Projector:
         self._recent.clear()
         self._memberships.clear()
         self._scopes.clear()
+        self._tails.clear()
 
     def _trim(self) -> None:
         """Unload the least recently used developments past the bound."""
@@ -441,6 +445,10 @@ class Projector:
                 (scope.name, story.slug, dev.development_id, ordinal, event.position)
             )
             current.add(scope)
+            tail = self._tails.get(scope)
+            if tail is None:
+                tail = self._tails[scope] = deque(maxlen=self.feed_size)
+            tail.append((ordinal, story.slug, dev.development_id))
             self._scopes[scope] = (label, event.recorded_at, ordinal)
             batch.dirty_scopes.add(scope)
             changes.scopes.add(scope)
@@ -631,21 +639,28 @@ class Projector:
     def _record_archive(self, batch: _Batch, scope: Scope, page: int) -> None:
         """Record archive page ``page`` of ``scope`` as it is now: it just filled.
 
-        Each entry is recorded by the version of its development: the one in memory
-        when the fold holds it, else the last one written (``development_versions``
-        holds every version a batch ended with)."""
+        Its entries are the scope's tail in memory when that holds the whole page, else
+        read from the file. Each is recorded by the version of its development: the one
+        in memory when the fold holds it, else the last one written
+        (``development_versions`` holds every version a batch ended with)."""
         label, updated, _ = self._scopes[scope]
-        self._write_entries(batch)
         low = (page - 1) * self.feed_size + 1
-        found = self.conn.execute(
-            "SELECT e.slug, e.development_id, (SELECT MAX(v.position) "
-            "FROM development_versions v WHERE v.slug = e.slug "
-            "AND v.development_id = e.development_id) "
-            "FROM memberships e WHERE e.scope = ? AND e.ordinal BETWEEN ? AND ? "
-            "ORDER BY e.ordinal DESC",
-            (scope.name, low, page * self.feed_size),
-        ).fetchall()
+        tail = self._tails.get(scope)
+        found: list[tuple[str, str, int | None]]
+        if tail is not None and len(tail) == self.feed_size and tail[0][0] == low:
+            found = [(slug, dev_id, None) for _, slug, dev_id in reversed(tail)]
+        else:
+            self._write_entries(batch)
+            found = self.conn.execute(
+                "SELECT e.slug, e.development_id, (SELECT MAX(v.position) "
+                "FROM development_versions v WHERE v.slug = e.slug "
+                "AND v.development_id = e.development_id) "
+                "FROM memberships e WHERE e.scope = ? AND e.ordinal BETWEEN ? AND ? "
+                "ORDER BY e.ordinal DESC",
+                (scope.name, low, page * self.feed_size),
+            ).fetchall()
         rows = []
+        shown: dict[str, tuple[str, str]] = {}
         for slot, (slug, dev_id, version) in enumerate(found):
             story = self._story(slug)
             assert story is not None, slug
@@ -655,18 +670,12 @@ class Projector:
                 if (slug, dev_id) in batch.dirty_devs:
                     # written at the end of the batch, or before a later event changes it
                     batch.archived.add((slug, dev_id))
-            rows.append(
-                (
-                    scope.name,
-                    page,
-                    slot,
-                    slug,
-                    dev_id,
-                    version,
-                    story.title,
-                    orjson.dumps(story.topics).decode(),
-                )
-            )
+            elif version is None:
+                version = self._last_version(slug, dev_id)
+            header = shown.get(slug)
+            if header is None:
+                header = shown[slug] = (story.title, orjson.dumps(story.topics).decode())
+            rows.append((scope.name, page, slot, slug, dev_id, version, *header))
         self.conn.executemany(
             "INSERT INTO archive_entries (scope, page, slot, slug, development_id, "
             "dev_position, story_title, story_topics) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -678,6 +687,14 @@ class Projector:
             "VALUES (?, ?, ?, ?, ?)",
             (scope.name, page, title, subtitle, updated),
         )
+
+    def _last_version(self, slug: str, dev_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT MAX(position) FROM development_versions WHERE slug = ? AND development_id = ?",
+            (slug, dev_id),
+        ).fetchone()
+        assert row is not None and row[0] is not None, (slug, dev_id)
+        return int(row[0])
 
     def _keep_version(self, slug: str, dev: Development) -> None:
         self.conn.execute(
