@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from functools import lru_cache
 
 import nh3
@@ -74,16 +75,33 @@ def plain_text(value: str) -> str:
 def clean_html(fragment: str, base_url: str) -> str:
     """Sanitize an HTML fragment to the allowlist; relative links resolve against
     ``base_url`` (an absolute URL), so every remaining ``href`` is absolute."""
-    # a cleaner per call (microseconds): none is shared between threads
-    cleaner = nh3.Cleaner(
-        tags=set(ALLOWED_TAGS),
-        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
-        url_schemes=set(URL_SCHEMES),
-        url_relative=("rewrite_with_base", base_url),
-        link_rel=None,
-        strip_comments=True,
-    )
-    return cleaner.clean(strip_xml_illegal(fragment))
+    return _cleaner(base_url).clean(strip_xml_illegal(fragment))
+
+
+_CLEANERS = threading.local()
+_CLEANERS_KEPT = 1024
+
+
+def _cleaner(base_url: str) -> nh3.Cleaner:
+    """The allowlist's cleaner for links relative to ``base_url``: one per thread and
+    base URL (building one costs about as much as cleaning a body), none shared
+    between threads."""
+    kept: dict[str, nh3.Cleaner] | None = getattr(_CLEANERS, "by_base", None)
+    if kept is None:
+        kept = _CLEANERS.by_base = {}
+    cleaner = kept.get(base_url)
+    if cleaner is None:
+        if len(kept) >= _CLEANERS_KEPT:
+            kept.clear()
+        cleaner = kept[base_url] = nh3.Cleaner(
+            tags=set(ALLOWED_TAGS),
+            attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
+            url_schemes=set(URL_SCHEMES),
+            url_relative=("rewrite_with_base", base_url),
+            link_rel=None,
+            strip_comments=True,
+        )
+    return cleaner
 
 
 def body_html(body: str, base_url: str) -> str:
