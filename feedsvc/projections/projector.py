@@ -38,8 +38,12 @@ from feedsvc.rendering.model import EntryView, FeedFormat, FeedView, Scope, Scop
 from feedsvc.rendering.pages import render_index, render_story, render_topic
 
 ALL = Scope(ScopeKind.ALL)
-CACHED_DEVELOPMENTS = 20_000
-"""How many developments a projector keeps folded in memory between batches."""
+CACHED_DEVELOPMENTS = 5_000
+"""How many developments a projector keeps folded in memory between batches, the most
+recently used. Each costs ~11 KB (its pydantic models, body, quotes and memberships):
+5,000 keep a rebuild of a 1,000,000-event log near 220 MB where 20,000 took it past
+380 MB, for ~6 % more folding time (developments read back when a quote or correction
+names one that was dropped; bench/ANALYSIS.md)."""
 CACHED_STORIES = 10_000
 """Past this many story headers in memory, a projector forgets them all and reads again."""
 INDEX_STORIES = 200
