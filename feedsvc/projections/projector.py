@@ -650,22 +650,19 @@ class Projector:
         label, updated, _ = self._scopes[scope]
         low = (page - 1) * self.feed_size + 1
         tail = self._tails.get(scope)
-        found: list[tuple[str, str, int | None]]
+        found: list[tuple[str, str]]
         if tail is not None and len(tail) == self.feed_size and tail[0][0] == low:
-            found = [(slug, dev_id, None) for _, slug, dev_id in reversed(tail)]
+            found = [(slug, dev_id) for _, slug, dev_id in reversed(tail)]
         else:
             self._write_entries(batch)
             found = self.conn.execute(
-                "SELECT e.slug, e.development_id, (SELECT MAX(v.position) "
-                "FROM development_versions v WHERE v.slug = e.slug "
-                "AND v.development_id = e.development_id) "
-                "FROM memberships e WHERE e.scope = ? AND e.ordinal BETWEEN ? AND ? "
-                "ORDER BY e.ordinal DESC",
+                "SELECT slug, development_id FROM memberships "
+                "WHERE scope = ? AND ordinal BETWEEN ? AND ? ORDER BY ordinal DESC",
                 (scope.name, low, page * self.feed_size),
             ).fetchall()
         rows = []
         shown: dict[str, tuple[str, str]] = {}
-        for slot, (slug, dev_id, version) in enumerate(found):
+        for slot, (slug, dev_id) in enumerate(found):
             story = self._story(slug)
             assert story is not None, slug
             dev = story.developments.get(dev_id)
@@ -674,7 +671,7 @@ class Projector:
                 if (slug, dev_id) in batch.dirty_devs:
                     # written at the end of the batch, or before a later event changes it
                     batch.archived.add((slug, dev_id))
-            elif version is None:
+            else:
                 version = self._last_version(slug, dev_id)
             header = shown.get(slug)
             if header is None:
@@ -693,6 +690,7 @@ class Projector:
         )
 
     def _last_version(self, slug: str, dev_id: str) -> int:
+        """The position of the last version of a development written to the file."""
         row = self.conn.execute(
             "SELECT MAX(position) FROM development_versions WHERE slug = ? AND development_id = ?",
             (slug, dev_id),

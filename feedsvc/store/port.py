@@ -11,9 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import orjson
-
-from feedsvc.domain.events import RecordedEvent, ValidEvent, export_dict
+from feedsvc.domain.events import RecordedEvent, ValidEvent
 
 Expected = int | Literal["any", "no_stream"]
 """What the caller believes the stream's version is: ``"any"`` (no check),
@@ -111,7 +109,7 @@ class EventStore(ABC):
         return EncodedEvents(
             len(found),
             found[-1].position if found else None,
-            b",".join(orjson.dumps(export_dict(*event.row())) for event in found),
+            b",".join(event.to_json() for event in found),
         )
 
     @abstractmethod
