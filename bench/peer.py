@@ -229,13 +229,8 @@ async def feedsvc_run(
     store = SQLiteEventStore(folder / "feedsvc.sqlite3", synchronous="FULL")
     await store.open()
     try:
-        assert store._writer is not None
-        async with store._writer.execute("PRAGMA synchronous") as cursor:
-            row = await cursor.fetchone()
-        synchronous = _SYNCHRONOUS.get(int(row[0]) if row else -1, "?")
-        async with store._writer.execute("PRAGMA journal_mode") as cursor:
-            row = await cursor.fetchone()
-        journal = str(row[0]) if row else "?"
+        level, journal = await store.writer_pragmas()
+        synchronous = _SYNCHRONOUS.get(level, "?")
         queue = iter(zip((e.stream for e in log), valid, strict=True))
 
         async def worker() -> None:

@@ -167,6 +167,9 @@ class Projector:
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         """The loaded developments, least recently used first."""
         self._memberships: dict[tuple[str, str], set[Scope]] = {}
+        self._shown_in: dict[str, set[Scope]] = {}
+        """slug → every scope one of the story's developments has entered, for the
+        stories whose set is known (opened in this fold, or read once)."""
         self._scopes: dict[Scope, tuple[str, str, int]] = {}
         """scope → (label, updated_at, entry count)."""
         self._tails: dict[Scope, deque[tuple[int, str, str]]] = {}
@@ -229,6 +232,7 @@ class Projector:
         self._stories.clear()
         self._recent.clear()
         self._memberships.clear()
+        self._shown_in.clear()
         self._scopes.clear()
         self._tails.clear()
 
@@ -314,6 +318,7 @@ class Projector:
         if event.type == "story.opened":
             story = Story.open(event)
             self._stories[slug] = story
+            self._shown_in[slug] = set()
             batch.dirty_stories.add(slug)
             changes.index = True
             changes.stories.add(slug)
@@ -402,16 +407,16 @@ class Projector:
 
     def _story_scopes(self, batch: _Batch, story: Story) -> set[Scope]:
         """Every scope showing the story or one of its developments."""
-        self._write_entries(batch)
-        scopes = {story_scope(story.slug), ALL}
-        scopes |= {topic_scope(t) for t in story.topics}
-        scopes |= {
-            Scope.from_name(r[0])
-            for r in self.conn.execute(
-                "SELECT DISTINCT scope FROM memberships WHERE slug = ?", (story.slug,)
-            )
-        }
-        return scopes
+        shown = self._shown_in.get(story.slug)
+        if shown is None:
+            self._write_entries(batch)
+            shown = self._shown_in[story.slug] = {
+                Scope.from_name(r[0])
+                for r in self.conn.execute(
+                    "SELECT DISTINCT scope FROM memberships WHERE slug = ?", (story.slug,)
+                )
+            }
+        return {story_scope(story.slug), ALL, *(topic_scope(t) for t in story.topics), *shown}
 
     def _member_of(self, slug: str, dev_id: str) -> set[Scope]:
         key = (slug, dev_id)
@@ -449,6 +454,9 @@ class Projector:
                 (scope.name, story.slug, dev.development_id, ordinal, event.position)
             )
             current.add(scope)
+            shown = self._shown_in.get(story.slug)
+            if shown is not None:
+                shown.add(scope)
             tail = self._tails.get(scope)
             if tail is None:
                 tail = self._tails[scope] = deque(maxlen=self.feed_size)

@@ -7,19 +7,25 @@ writer task takes every append waiting at that moment, checks each on its own (a
 failing one is answered with its error and written not at all), writes the rest in one
 transaction and answers them after one fsync.
 
-aiosqlite costs tens of microseconds per call, so a group is written in a fixed
-handful of calls whatever its size.
+The readers are aiosqlite connections. The writer is a plain ``sqlite3`` connection
+with a thread of its own, and a whole group (its checks, insert and commit) is one
+function run there: one hand-off between the event loop and the thread per group,
+where a call per statement cost a hand-off each, and each hand-off waits its turn on
+a busy event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
@@ -87,6 +93,7 @@ _EXPORT_JSON = (
 contract suite holds the two equal): data and metadata are stored as JSON already."""
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _MAX_PARAMS = 500
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -137,7 +144,8 @@ class SQLiteEventStore(EventStore):
         self.reader_count = max(1, readers)
         self.max_group = max_group
         self.create = create
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = 0
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
@@ -159,12 +167,13 @@ class SQLiteEventStore(EventStore):
             )
         if not self.create and not self.path.exists():
             raise StoreUnavailable(f"no database at {self.path}")
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="feedsvc-store-writer")
         try:
-            self._writer = await self._connect(readonly=False)
-            await self._migrate(self._writer)
+            self._writer = await self._on_writer(self._connect_writer)
+            await self._on_writer(self._migrate)
             for _ in range(self.reader_count):
                 self._readers.append(await self._connect(readonly=True))
-            self._head = await self._read_head(self._writer)
+            self._head = await self._on_writer(self._read_head)
         except sqlite3.Error as e:
             await self.close()
             raise _translate(e, self.path) from e
@@ -173,6 +182,31 @@ class SQLiteEventStore(EventStore):
             raise
         self._writer_task = asyncio.create_task(self._write_loop(), name="feedsvc-group-commit")
 
+    async def _on_writer(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` in the writer's thread (the only one that uses it)."""
+        if self._writer_thread is None:
+            raise StoreUnavailable("the event store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_thread, functools.partial(fn, *args))
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode=rwc",
+            uri=True,
+            isolation_level=None,
+            timeout=self.busy_timeout_ms / 1000,
+            check_same_thread=False,  # made in the writer's thread, used only there
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     async def _connect(self, readonly: bool) -> aiosqlite.Connection:
         uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
         conn = await aiosqlite.connect(
@@ -180,22 +214,34 @@ class SQLiteEventStore(EventStore):
         )
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            if not readonly:
-                await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-                await conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
             await conn.close()
             raise
         return conn
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async with conn.execute("PRAGMA application_id") as cur:
-            app_id = (await cur.fetchone() or (0,))[0]
-        async with conn.execute("PRAGMA user_version") as cur:
-            version = (await cur.fetchone() or (0,))[0]
-        async with conn.execute("SELECT count(*) FROM sqlite_schema") as cur:
-            objects = (await cur.fetchone() or (0,))[0]
+    async def writer_pragmas(self) -> tuple[int, str]:
+        """The writer connection's ``synchronous`` level (0 OFF … 3 EXTRA) and journal
+        mode, as SQLite reports them (what a benchmark states it ran with)."""
+
+        def read() -> tuple[int, str]:
+            conn = self._conn()
+            return (
+                int(conn.execute("PRAGMA synchronous").fetchone()[0]),
+                str(conn.execute("PRAGMA journal_mode").fetchone()[0]),
+            )
+
+        return await self._on_writer(read)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StoreUnavailable("the event store is closed")
+        return self._writer
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        app_id = (conn.execute("PRAGMA application_id").fetchone() or (0,))[0]
+        version = (conn.execute("PRAGMA user_version").fetchone() or (0,))[0]
+        objects = (conn.execute("SELECT count(*) FROM sqlite_schema").fetchone() or (0,))[0]
         if app_id != APPLICATION_ID and (app_id != 0 or objects):
             raise NotAFeedsvcDatabase(
                 f"{self.path} is an SQLite database but not a feedsvc one; "
@@ -208,16 +254,16 @@ class SQLiteEventStore(EventStore):
             )
         if version == SCHEMA_VERSION:
             return
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             for script in MIGRATIONS[version:]:
                 for statement in _statements(script):
-                    await conn.execute(statement)
-            await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await conn.execute("COMMIT")
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
 
     async def close(self) -> None:
@@ -230,11 +276,17 @@ class SQLiteEventStore(EventStore):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._writer_task
             self._writer_task = None
-        for conn in [*self._readers, *([self._writer] if self._writer else [])]:
+        for conn in self._readers:
             with contextlib.suppress(Exception):
                 await conn.close()
         self._readers = []
-        self._writer = None
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._on_writer(self._writer.close)
+            self._writer = None
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
 
     def add_commit_listener(self, listener: Callable[[int], object]) -> None:
         self._commit_listeners.append(listener)
@@ -268,19 +320,8 @@ class SQLiteEventStore(EventStore):
                     self._queue.task_done()
 
     async def _write_group(self, batch: list[_Request]) -> None:
-        assert self._writer is not None
-        conn = self._writer
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                outcomes, rows = await self._decide(conn, batch)
-                if rows:
-                    await conn.executemany(_INSERT, rows)
-                await conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await conn.execute("ROLLBACK")
-                raise
+            outcomes, rows = await self._on_writer(self._commit_group, batch)
         except (sqlite3.Error, StoreError) as e:
             error = e if isinstance(e, StoreError) else _translate(e, self.path)
             for request in batch:
@@ -308,13 +349,29 @@ class SQLiteEventStore(EventStore):
             else:
                 request.future.set_result(outcome)
 
-    async def _decide(
-        self, conn: aiosqlite.Connection, batch: list[_Request]
+    def _commit_group(
+        self, batch: list[_Request]
     ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
-        async with conn.execute(
+        """Check, write and commit a group (in the writer's thread)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes, rows = self._decide(conn, batch)
+            if rows:
+                conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes, rows
+
+    def _decide(
+        self, conn: sqlite3.Connection, batch: list[_Request]
+    ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
+        last = conn.execute(
             "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
-        ) as cur:
-            last = await cur.fetchone()
+        ).fetchone()
         head = last[0] if last else 0
         last_recorded = last[1] if last else ""
         streams = sorted({r.stream for r in batch})
@@ -324,8 +381,7 @@ class SQLiteEventStore(EventStore):
                 "SELECT stream, MAX(version) FROM events WHERE stream IN "
                 f"({','.join('?' * len(chunk))}) GROUP BY stream"
             )
-            async with conn.execute(sql, chunk) as cur:
-                versions.update({s: v for s, v in await cur.fetchall()})
+            versions.update({s: v for s, v in conn.execute(sql, chunk)})
         ids = sorted({e.id for r in batch for e in r.events})
         existing: dict[str, tuple[object, ...]] = {}
         for chunk in _chunks(ids):
@@ -333,8 +389,7 @@ class SQLiteEventStore(EventStore):
                 "SELECT id, position, stream, version, type, schema_version, occurred_at, "
                 f"data, recorded_at FROM events WHERE id IN ({','.join('?' * len(chunk))})"
             )
-            async with conn.execute(sql, chunk) as cur:
-                existing.update({row[0]: tuple(row) for row in await cur.fetchall()})
+            existing.update({row[0]: tuple(row) for row in conn.execute(sql, chunk)})
 
         now = format_recorded_at(_now())
         recorded_at = max(now, last_recorded)  # never goes back: as_of is a log prefix
@@ -445,35 +500,39 @@ class SQLiteEventStore(EventStore):
     async def import_events(self, events: Sequence[RecordedEvent]) -> int:
         if self._writer is None:
             raise StoreUnavailable("the event store is closed")
-        conn = self._writer
         async with self._write_lock:
             try:
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    written = await self._import(conn, events)
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await conn.execute("ROLLBACK")
-                    raise
+                written, head = await self._on_writer(self._commit_import, events)
             except sqlite3.Error as e:
                 raise _translate(e, self.path) from e
             if written:
-                self._head = await self._read_head(conn)
+                self._head = head
                 self._committed.set()
                 self._committed = asyncio.Event()
             return written
 
-    async def _import(self, conn: aiosqlite.Connection, events: Sequence[RecordedEvent]) -> int:
-        head = await self._read_head(conn)
+    def _commit_import(self, events: Sequence[RecordedEvent]) -> tuple[int, int]:
+        """Import in one transaction (in the writer's thread); (events written, head)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            written = self._import(conn, events)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+        return written, self._read_head()
+
+    def _import(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> int:
+        head = self._read_head()
         rows: list[tuple[object, ...]] = []
         versions: dict[str, int] = {}
         for index, event in enumerate(events, start=1):
             if event.position <= head:
-                async with conn.execute(
+                row = conn.execute(
                     f"SELECT {_COLUMNS} FROM events WHERE position = ?", (event.position,)
-                ) as cur:
-                    row = await cur.fetchone()
+                ).fetchone()
                 if row is None or RecordedEvent(*row) != event:
                     raise ImportFailed(
                         index,
@@ -487,11 +546,10 @@ class SQLiteEventStore(EventStore):
                     index, f"position {event.position} leaves a gap: expected {expected_position}"
                 )
             if event.stream not in versions:
-                async with conn.execute(
+                row = conn.execute(
                     "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?",
                     (event.stream,),
-                ) as cur:
-                    row = await cur.fetchone()
+                ).fetchone()
                 versions[event.stream] = int(row[0]) if row else 0
             if event.version != versions[event.stream] + 1:
                 raise ImportFailed(
@@ -516,7 +574,7 @@ class SQLiteEventStore(EventStore):
             )
         if rows:
             try:
-                await conn.executemany(_INSERT, rows)
+                conn.executemany(_INSERT, rows)
             except sqlite3.IntegrityError as e:
                 raise ImportFailed(0, f"the file conflicts with the log: {e}") from e
         return len(rows)
@@ -597,9 +655,9 @@ class SQLiteEventStore(EventStore):
         rows = await self._fetch("SELECT COALESCE(MAX(position), 0) FROM events")
         return int(rows[0][0])
 
-    async def _read_head(self, conn: aiosqlite.Connection) -> int:
-        async with conn.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cur:
-            row = await cur.fetchone()
+    def _read_head(self) -> int:
+        """The log's head, read by the writer (in its thread)."""
+        row = self._conn().execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         return int(row[0]) if row else 0
 
     async def stream_version(self, stream: str) -> int:

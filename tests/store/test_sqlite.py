@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -69,6 +70,7 @@ async def test_wal_and_full_sync_by_default(store: SQLiteEventStore) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.synchronous == "FULL"
+    assert await store.writer_pragmas() == (2, "wal")  # what the writer really commits with
 
 
 async def test_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
@@ -144,3 +146,35 @@ async def test_locked_database_is_unavailable_not_a_hang(tmp_path: Path) -> None
     result = await s.append("a", [valid(opened("a"))])
     assert result.positions == (1,)
     await s.close()
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("feedsvc-store-writer")]
+
+
+async def test_the_writer_thread_goes_with_the_store(tmp_path: Path) -> None:
+    """The writer has a thread of its own: a store closed, or refused on open, leaves no
+    thread behind (a server that reopens its store, or a CLI command, would pile them up
+    and never exit), and a closed store refuses appends with a clear error."""
+    before = len(_writer_threads())
+    path = tmp_path / "log.sqlite3"
+    for attempt in range(3):
+        s = SQLiteEventStore(path)
+        await s.open()
+        assert len(_writer_threads()) == before + 1
+        await s.append(f"s{attempt}", [valid(opened(f"s{attempt}"))])
+        await s.close()
+        assert len(_writer_threads()) == before
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await s.append("late", [valid(opened("late"))])
+    not_sqlite = tmp_path / "x.sqlite3"
+    not_sqlite.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(NotAFeedsvcDatabase):
+        await SQLiteEventStore(not_sqlite).open()
+    assert len(_writer_threads()) == before
+    again = SQLiteEventStore(path)
+    await again.open()
+    try:
+        assert await again.head() == 3
+    finally:
+        await again.close()
