@@ -51,7 +51,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -571,6 +571,18 @@ class AppendCase:
     """events/s of the bare sqlite3 loop (100-event case only)"""
 
 
+def wait_listening(server: Server) -> None:
+    """Return once ``server`` accepts connections (fail if it exits or takes too long)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            return
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            raise server.fail("did not start")
+        time.sleep(0.05)
+
+
 def measure_appends(root: Path, seconds: int, quick: bool, pin: bool) -> list[AppendCase]:
     """Measurements 1 and 2, RUNS times each, service and bare alternating."""
     port, bare_port = free_port(), free_port()
@@ -582,14 +594,7 @@ def measure_appends(root: Path, seconds: int, quick: bool, pin: bool) -> list[Ap
     baseline = workload(random.Random(SEED), counts.stories, counts.batched, BATCH)
     bare_command = [sys.executable, str(BENCH / "bare.py"), "api", str(bare_port)]
     with started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, root / "bare") as bare:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", bare_port), timeout=1).close()
-                break
-            if bare.process.poll() is not None or time.monotonic() > deadline:
-                raise bare.fail("did not start")
-            time.sleep(0.05)
+        wait_listening(bare)
         for number in range(RUNS):
             for case in cases:
                 first_service = number % 2 == 0
@@ -1001,6 +1006,70 @@ class Watch:
 
 
 @dataclass
+class PacedRun:
+    """The freshness run's POSTs sent the same way to the bare app: what answering
+    them costs a server that does nothing else, at the same pace."""
+
+    answered: int
+    seconds: float
+    cpu_s: float | None
+
+    @property
+    def busy(self) -> float:
+        return math.nan if self.cpu_s is None else self.cpu_s / self.seconds
+
+    @property
+    def us_per_201(self) -> float:
+        if self.cpu_s is None or not self.answered:
+            return math.nan
+        return self.cpu_s / self.answered * 1e6
+
+
+async def paced(rate: int, count: int, send: Callable[[int], Coroutine[Any, Any, None]]) -> float:
+    """Start ``send(i)`` for i in 0..count-1 at ``rate`` a second, by an asyncio timer
+    (as many in flight as it takes); wait for them all; return how long offering took."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    start = loop.time()
+    for i in range(count):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(i)))
+    offered_s = loop.time() - start
+    await asyncio.gather(*tasks)
+    return offered_s
+
+
+async def paced_bare(bare: Server, bodies: Sequence[tuple[str, str, bytes]], rate: int) -> PacedRun:
+    """POST ``bodies`` to the bare app at ``rate`` a second, as :func:`freshness` does."""
+    answered = 0
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=512)
+    timeout = aiohttp.ClientTimeout(total=30)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def post(i: int) -> None:
+            nonlocal answered
+            slug, _, body = bodies[i]
+            url = f"http://127.0.0.1:{bare.port}/api/stories/{slug}/events"
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    answered += response.status == 201
+
+        await post(0)  # a connection open before the clock starts
+        answered = 0
+        cpu0 = bare.cpu_seconds()
+        start = loop.time()
+        await paced(rate, len(bodies), post)
+        seconds = loop.time() - start
+        cpu1 = bare.cpu_seconds()
+    return PacedRun(answered, seconds, None if cpu0 is None or cpu1 is None else cpu1 - cpu0)
+
+
+@dataclass
 class FreshRun:
     offered: int
     offered_s: float
@@ -1017,6 +1086,20 @@ class FreshRun:
     poll_interval_ms: float
     """median time between two polls of a story while it had unseen developments"""
     client_busy: float
+    server_cpu_s: float | None = None
+    """the service's CPU time (every thread) from the first POST to the end of polling"""
+    bare: PacedRun | None = None
+    """the same POSTs, paced alike, to the bare app (no polls)"""
+
+    @property
+    def server_busy(self) -> float:
+        return math.nan if self.server_cpu_s is None else self.server_cpu_s / self.polled_s
+
+    @property
+    def server_us_per_201(self) -> float:
+        if self.server_cpu_s is None or not self.appends:
+            return math.nan
+        return self.server_cpu_s / len(self.appends) * 1e6
 
     @property
     def ack_rate(self) -> float:
@@ -1182,19 +1265,14 @@ async def freshness(svc: Service, rate: int, seconds: int, seed: int) -> FreshRu
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         pollers = [asyncio.create_task(poller(session)) for _ in range(POLLERS)]
-        tasks = []
         cpu0 = time.process_time()
+        server0 = svc.server.cpu_seconds()
         start = loop.time()
-        for i, (slug, dev, body) in enumerate(bodies):
-            delay = start + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(session, slug, dev, body)))
-        offered_s = loop.time() - start
-        await asyncio.gather(*tasks)
+        offered_s = await paced(rate, len(bodies), lambda i: post(session, *bodies[i]))
         appending = False
         await asyncio.gather(*pollers)
         polled_s = loop.time() - start
+        server1 = svc.server.cpu_seconds()
         busy = (time.process_time() - cpu0) / polled_s
     return FreshRun(
         offered=len(bodies),
@@ -1208,24 +1286,32 @@ async def freshness(svc: Service, rate: int, seconds: int, seed: int) -> FreshRu
         poll_failures=dict(poll_failures),
         poll_interval_ms=percentile(sorted(intervals), 50),
         client_busy=busy,
+        server_cpu_s=None if server0 is None or server1 is None else server1 - server0,
     )
 
 
 def measure_freshness(root: Path, quick: bool, pin: bool) -> tuple[int, int, list[FreshRun]]:
     rate = FRESH_RATE_QUICK if quick else FRESH_RATE_FULL
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
-    port = free_port()
+    port, bare_port = free_port(), free_port()
     template = prepare_template(root / "fresh-template", port, slugs(FRESH_PREFIX, FRESH_STORIES))
     runs: list[FreshRun] = []
-    for number in range(RUNS):
-        name = f"fresh-{number}"
-        with service(root, name, template, port, pin) as svc:
+    bare_command = [sys.executable, str(BENCH / "bare.py"), "api", str(bare_port)]
+    with started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, root / "bare") as bare:
+        wait_listening(bare)
+        for number in range(RUNS):
+            name = f"fresh-{number}"
+            with service(root, name, template, port, pin) as svc:
+                with on_cpu(CLIENT_CPU, pin):
+                    run = asyncio.run(freshness(svc, rate, seconds, SEED + number))
+                if svc.server.process.poll() is not None:
+                    raise svc.server.fail("exited during the run")
+            shutil.rmtree(root / name, ignore_errors=True)
+            bodies = fresh_bodies(rate * seconds, slugs(FRESH_PREFIX, FRESH_STORIES), SEED + number)
             with on_cpu(CLIENT_CPU, pin):
-                runs.append(asyncio.run(freshness(svc, rate, seconds, SEED + number)))
-            if svc.server.process.poll() is not None:
-                raise svc.server.fail("exited during the run")
-        shutil.rmtree(root / name, ignore_errors=True)
-        print(f"  freshness: run {number + 1} of {RUNS} done", file=sys.stderr, flush=True)
+                run.bare = asyncio.run(paced_bare(bare, bodies, rate))
+            runs.append(run)
+            print(f"  freshness: run {number + 1} of {RUNS} done", file=sys.stderr, flush=True)
     return rate, seconds, runs
 
 
@@ -1251,6 +1337,7 @@ def report_freshness(rate: int, seconds: int, runs: Sequence[FreshRun]) -> str:
     def pct(values: Sequence[float]) -> str:
         return spread([100 * v for v in values], "{:.0f}%")
 
+    bare = [r.bare for r in runs if r.bare is not None]
     header = ["median [min–max] of the runs", "value"]
     rows = [
         ["POSTs offered, events/s", spread([r.offered / r.offered_s for r in runs])],
@@ -1266,6 +1353,10 @@ def report_freshness(rate: int, seconds: int, runs: Sequence[FreshRun]) -> str:
         ["polls answered 304", pct([r.not_modified / max(1, r.polls) for r in runs])],
         ["poll interval (story waiting), p50 ms", spread([r.poll_interval_ms for r in runs])],
         ["this process (the client) CPU busy", pct([r.client_busy for r in runs])],
+        ["service CPU busy, polls included (its core)", pct([r.server_busy for r in runs])],
+        ["service CPU per 201, polls included, µs", spread([r.server_us_per_201 for r in runs])],
+        ["bare app, same POSTs paced alike: CPU busy", pct([b.busy for b in bare])],
+        ["bare app, same POSTs paced alike: CPU per 201, µs", spread([b.us_per_201 for b in bare])],
     ]  # fmt: skip
     method = (
         f"method: this process POSTs single development.reported events at {rate}/s for "
@@ -1276,7 +1367,11 @@ def report_freshness(rate: int, seconds: int, runs: Sequence[FreshRun]) -> str:
         "yet seen. A development is visible when a poll answered after its 201 lists it, "
         "or a later development of its story (projections apply the log in order); the "
         "time is when that answer arrived, so figures include up to one poll interval. "
-        "Seen before its own 201 counts as 0 ms."
+        "Seen before its own 201 counts as 0 ms. Service CPU: user + system of every "
+        "thread, from /proc, from the first POST to the end of polling. Bare app: after "
+        "each service run, the same bodies POSTed at the same pace by the same client to "
+        "bench/bare.py api (parse + 201, no polls, on the service's core): what the load "
+        "costs a server that does nothing else."
     )
     notes = textwrap.wrap(method, width=88, subsequent_indent="  ")
     for n, r in enumerate(runs):
@@ -1424,7 +1519,7 @@ def _frame_name(frame: str) -> str:
 
 _PARTS = (
     "projections (Projector.apply, a worker thread)",
-    "SQLite calls (aiosqlite worker threads)",
+    "SQLite calls (the store's writer thread, aiosqlite's reader threads)",
     "other threads",
     "main thread: event loop in select (waiting, or waiting for the GIL after it)",
     "main thread: the rest (HTTP, handlers, JSON, validation)",
@@ -1435,7 +1530,10 @@ def _part(frames: Sequence[str]) -> str:
     """Which part of the service a stack (root first) belongs to."""
     if any(f.startswith("Projector.apply (") for f in frames):
         return _PARTS[0]
-    if any(f.startswith("_connection_worker_thread (") for f in frames):
+    if any(
+        f.startswith(("_connection_worker_thread (", "SQLiteEventStore._commit_group ("))
+        for f in frames
+    ):
         return _PARTS[1]
     if frames and frames[0].startswith("Thread._bootstrap ("):
         return _PARTS[2]
