@@ -1324,7 +1324,10 @@ def _ms(value: float) -> str:
 
 def report_freshness(rate: int, seconds: int, runs: Sequence[FreshRun]) -> str:
     def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
-        s = Spread(tuple(values))
+        known = tuple(v for v in values if not math.isnan(v))
+        if not known:
+            return "n/a"
+        s = Spread(known)
         return f"{fmt.format(s.median)} [{fmt.format(s.low)}–{fmt.format(s.high)}]"
 
     def delays(values: Sequence[float]) -> str:
