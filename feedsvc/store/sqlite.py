@@ -254,17 +254,15 @@ class SQLiteEventStore(EventStore):
             )
         if version == SCHEMA_VERSION:
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+
+        def migrate(conn: sqlite3.Connection) -> None:
             for script in MIGRATIONS[version:]:
                 for statement in _statements(script):
                     conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+        self._transaction(migrate)
 
     async def close(self) -> None:
         self._closing = True
@@ -349,22 +347,34 @@ class SQLiteEventStore(EventStore):
             else:
                 request.future.set_result(outcome)
 
-    def _commit_group(
-        self, batch: list[_Request]
-    ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
-        """Check, write and commit a group (in the writer's thread)."""
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(writer)`` in one ``BEGIN IMMEDIATE`` transaction, committed if it
+        returns and rolled back if it raises (in the writer's thread)."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            outcomes, rows = self._decide(conn, batch)
-            if rows:
-                conn.executemany(_INSERT, rows)
+            done = work(conn)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             raise
-        return outcomes, rows
+        return done
+
+    def _commit_group(
+        self, batch: list[_Request]
+    ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
+        """Check, write and commit a group (in the writer's thread)."""
+
+        def write(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
+            outcomes, rows = self._decide(conn, batch)
+            if rows:
+                conn.executemany(_INSERT, rows)
+            return outcomes, rows
+
+        return self._transaction(write)
 
     def _decide(
         self, conn: sqlite3.Connection, batch: list[_Request]
@@ -513,15 +523,7 @@ class SQLiteEventStore(EventStore):
 
     def _commit_import(self, events: Sequence[RecordedEvent]) -> tuple[int, int]:
         """Import in one transaction (in the writer's thread); (events written, head)."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            written = self._import(conn, events)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            raise
+        written = self._transaction(lambda conn: self._import(conn, events))
         return written, self._read_head()
 
     def _import(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> int:
