@@ -1512,12 +1512,13 @@ def _frame_name(frame: str) -> str:
     m = _FRAME.match(frame.strip())
     if m is None:
         return frame.strip()
-    file = m["file"]
-    for marker in ("site-packages/", "/lib/python3"):
-        if marker in file:
-            file = file.split(marker, 1)[1]
-    file = file.split("/work/main/", 1)[-1]
+    # installed packages and the standard library by module path, this checkout's files
+    # by their path in it
+    file = _LIBRARY.sub("", m["file"]).split(f"{BENCH.parent}/", 1)[-1]
     return f"{m['func']} ({file})"
+
+
+_LIBRARY = re.compile(r"^.*/(?:site-packages|lib/python3\.\d+)/")
 
 
 _PARTS = (
