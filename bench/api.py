@@ -571,30 +571,34 @@ class AppendCase:
     """events/s of the bare sqlite3 loop (100-event case only)"""
 
 
-def wait_listening(server: Server) -> None:
-    """Return once ``server`` accepts connections (fail if it exits or takes too long)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            return
-        if server.process.poll() is not None or time.monotonic() > deadline:
-            raise server.fail("did not start")
-        time.sleep(0.05)
+@contextlib.contextmanager
+def bare_api(root: Path, pin: bool) -> Iterator[Server]:
+    """``bench/bare.py api`` on a free port and the servers' CPU, once it accepts
+    connections; stopped on the way out."""
+    port = free_port()
+    command = [sys.executable, str(BENCH / "bare.py"), "api", str(port)]
+    with started("bare", pinned(command, SERVER_CPU, pin), port, root / "bare") as bare:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            if bare.process.poll() is not None or time.monotonic() > deadline:
+                raise bare.fail("did not start")
+            time.sleep(0.05)
+        yield bare
 
 
 def measure_appends(root: Path, seconds: int, quick: bool, pin: bool) -> list[AppendCase]:
     """Measurements 1 and 2, RUNS times each, service and bare alternating."""
-    port, bare_port = free_port(), free_port()
+    port = free_port()
     template = prepare_template(root / "append-template", port, slugs(SLUG_PREFIX, STORIES))
     templates = root / "templates.jsonl"
     write_templates(templates, TEMPLATES)
     cases = [AppendCase("1-event POSTs", 1), AppendCase(f"{BATCH}-event POSTs", BATCH)]
     counts = APPEND_QUICK if quick else APPEND_FULL
     baseline = workload(random.Random(SEED), counts.stories, counts.batched, BATCH)
-    bare_command = [sys.executable, str(BENCH / "bare.py"), "api", str(bare_port)]
-    with started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, root / "bare") as bare:
-        wait_listening(bare)
+    with bare_api(root, pin) as bare:
         for number in range(RUNS):
             for case in cases:
                 first_service = number % 2 == 0
@@ -1006,9 +1010,10 @@ class Watch:
 
 
 @dataclass
-class PacedRun:
-    """The freshness run's POSTs sent the same way to the bare app: what answering
-    them costs a server that does nothing else, at the same pace."""
+class CpuUse:
+    """What a server spent answering ``answered`` POSTs over ``seconds``: the service
+    in a freshness run (polls included), or the bare app answering the same POSTs sent
+    the same way, at the same pace (what the load alone costs)."""
 
     answered: int
     seconds: float
@@ -1041,7 +1046,7 @@ async def paced(rate: int, count: int, send: Callable[[int], Coroutine[Any, Any,
     return offered_s
 
 
-async def paced_bare(bare: Server, bodies: Sequence[tuple[str, str, bytes]], rate: int) -> PacedRun:
+async def paced_bare(bare: Server, bodies: Sequence[tuple[str, str, bytes]], rate: int) -> CpuUse:
     """POST ``bodies`` to the bare app at ``rate`` a second, as :func:`freshness` does."""
     answered = 0
     headers = {"Content-Type": "application/json"}
@@ -1066,7 +1071,7 @@ async def paced_bare(bare: Server, bodies: Sequence[tuple[str, str, bytes]], rat
         await paced(rate, len(bodies), post)
         seconds = loop.time() - start
         cpu1 = bare.cpu_seconds()
-    return PacedRun(answered, seconds, None if cpu0 is None or cpu1 is None else cpu1 - cpu0)
+    return CpuUse(answered, seconds, None if cpu0 is None or cpu1 is None else cpu1 - cpu0)
 
 
 @dataclass
@@ -1088,18 +1093,13 @@ class FreshRun:
     client_busy: float
     server_cpu_s: float | None = None
     """the service's CPU time (every thread) from the first POST to the end of polling"""
-    bare: PacedRun | None = None
+    bare: CpuUse | None = None
     """the same POSTs, paced alike, to the bare app (no polls)"""
 
     @property
-    def server_busy(self) -> float:
-        return math.nan if self.server_cpu_s is None else self.server_cpu_s / self.polled_s
-
-    @property
-    def server_us_per_201(self) -> float:
-        if self.server_cpu_s is None or not self.appends:
-            return math.nan
-        return self.server_cpu_s / len(self.appends) * 1e6
+    def server(self) -> CpuUse:
+        """The service's CPU over the run (polls included)."""
+        return CpuUse(len(self.appends), self.polled_s, self.server_cpu_s)
 
     @property
     def ack_rate(self) -> float:
@@ -1293,12 +1293,10 @@ async def freshness(svc: Service, rate: int, seconds: int, seed: int) -> FreshRu
 def measure_freshness(root: Path, quick: bool, pin: bool) -> tuple[int, int, list[FreshRun]]:
     rate = FRESH_RATE_QUICK if quick else FRESH_RATE_FULL
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
-    port, bare_port = free_port(), free_port()
+    port = free_port()
     template = prepare_template(root / "fresh-template", port, slugs(FRESH_PREFIX, FRESH_STORIES))
     runs: list[FreshRun] = []
-    bare_command = [sys.executable, str(BENCH / "bare.py"), "api", str(bare_port)]
-    with started("bare", pinned(bare_command, SERVER_CPU, pin), bare_port, root / "bare") as bare:
-        wait_listening(bare)
+    with bare_api(root, pin) as bare:
         for number in range(RUNS):
             name = f"fresh-{number}"
             with service(root, name, template, port, pin) as svc:
@@ -1356,8 +1354,8 @@ def report_freshness(rate: int, seconds: int, runs: Sequence[FreshRun]) -> str:
         ["polls answered 304", pct([r.not_modified / max(1, r.polls) for r in runs])],
         ["poll interval (story waiting), p50 ms", spread([r.poll_interval_ms for r in runs])],
         ["this process (the client) CPU busy", pct([r.client_busy for r in runs])],
-        ["service CPU busy, polls included (its core)", pct([r.server_busy for r in runs])],
-        ["service CPU per 201, polls included, µs", spread([r.server_us_per_201 for r in runs])],
+        ["service CPU busy, polls included (its core)", pct([r.server.busy for r in runs])],
+        ["service CPU per 201, polls included, µs", spread([r.server.us_per_201 for r in runs])],
         ["bare app, same POSTs paced alike: CPU busy", pct([b.busy for b in bare])],
         ["bare app, same POSTs paced alike: CPU per 201, µs", spread([b.us_per_201 for b in bare])],
     ]  # fmt: skip

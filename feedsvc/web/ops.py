@@ -108,10 +108,6 @@ class Metrics:
         self.requests = RequestStats(LATENCY_BUCKETS)
         r.register(RequestCollector(self.requests))
 
-    def observe_request(self, method: str, route: str, status: int, elapsed: float) -> None:
-        """Count one answered request and its latency."""
-        self.requests.observe(method, route, status, elapsed)
-
 
 class _Series:
     """One (method, route, status): how many requests, and the latency histogram of
