@@ -21,7 +21,13 @@ from typing import Any
 
 from feedsvc.domain.events import ValidEvent, validate_new_event
 from feedsvc.domain.story import StoryRules, check_append, check_onto, rules_of
-from feedsvc.errors import FieldProblem, ValidationFailed, WrongExpectedVersion
+from feedsvc.errors import (
+    FieldProblem,
+    NoStory,
+    StoryExists,
+    ValidationFailed,
+    WrongExpectedVersion,
+)
 from feedsvc.store.port import AppendResult, EventStore, Expected
 
 
@@ -121,7 +127,7 @@ class StoryService:
         for _attempt in range(self.retries):
             try:
                 future = await self._enqueue(stream, events, expected)
-            except (ValidationFailed, WrongExpectedVersion):
+            except (ValidationFailed, WrongExpectedVersion, StoryExists, NoStory):
                 # a retry of an append already made breaks the story's rules or the
                 # expected version; if it is one (or reuses an id), the store decides.
                 # Looked up only then: a retry the rules accept reaches the store anyway

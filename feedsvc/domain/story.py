@@ -16,7 +16,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from feedsvc.domain.events import Occurred, Precision, RecordedEvent, ValidEvent, slugify
-from feedsvc.errors import FieldProblem, ValidationFailed
+from feedsvc.errors import (
+    FieldProblem,
+    NoStory,
+    StoryAlreadyOpen,
+    StoryExists,
+    StoryMissing,
+    ValidationFailed,
+)
 
 
 class _State(BaseModel):
@@ -344,21 +351,21 @@ class StoryRules:
             journal.append(("opened", self.opened))
             journal.append(("status", self.status))
 
-        def refuse(field: str, message: str, code: str | None = None) -> None:
-            problems.append(FieldProblem(field, message, code))
+        def refuse(field: str, message: str) -> None:
+            problems.append(FieldProblem(field, message))
 
         if type_name == "story.opened":
             if self.opened:
-                refuse("/type", f"story {stream!r} is already open", "story-exists")
+                problems.append(StoryAlreadyOpen("/type", f"story {stream!r} is already open"))
             elif data["slug"] != stream:
                 refuse("/data/slug", f"must equal the story's stream {stream!r}")
             self.opened = True
             return problems
         if not self.opened:
-            refuse(
-                "/type",
-                f"story {stream!r} does not exist yet; open it with story.opened first",
-                "no-story",
+            problems.append(
+                StoryMissing(
+                    "/type", f"story {stream!r} does not exist yet; open it with story.opened first"
+                )
             )
             return problems
         dev_id: str = data.get("development_id") or ""
@@ -445,15 +452,24 @@ def check_append(
 def check_onto(stream: str, rules: StoryRules, events: list[ValidEvent]) -> None:
     """Fold a batch into ``rules`` if it breaks none of them; otherwise leave ``rules``
     as they were and refuse the batch, naming each event. Nothing is copied: what the
-    batch changed is taken back on refusal."""
+    batch changed is taken back on refusal.
+
+    A batch that opens a story already open is refused with :class:`StoryExists`, one
+    that writes to a story never opened with :class:`NoStory`; any other broken rule
+    with :class:`ValidationFailed`."""
     journal: list[tuple[str, Any]] = []
     problems: list[FieldProblem] = []
     for index, event in enumerate(events):
         where = f"/{index}" if len(events) > 1 else ""
-        for problem in rules.accept(stream, event.type, event.model.__dict__, journal):
-            problems.append(FieldProblem(where + problem.pointer, problem.message, problem.code))
+        problems.extend(
+            p.moved(where) for p in rules.accept(stream, event.type, event.model.__dict__, journal)
+        )
     if problems:
         rules.undo(journal)
+        if any(isinstance(p, StoryAlreadyOpen) for p in problems):
+            raise StoryExists(stream)
+        if any(isinstance(p, StoryMissing) for p in problems):
+            raise NoStory(stream)
         raise ValidationFailed(problems)
 
 

@@ -8,14 +8,16 @@
   ``GET /api/events/live`` tails the log as Server-Sent Events, resuming after
   ``Last-Event-ID``.
 
-Every refusal is an RFC 9457 ``application/problem+json`` answer that says what to
-fix, and no refused request writes anything.
+Every refusal is an exception of :mod:`feedsvc.errors`, answered as RFC 9457
+``application/problem+json`` by :mod:`feedsvc.web.problems`; no refused request
+writes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import re
 import time
@@ -33,7 +35,22 @@ from feedsvc.domain.events import (
     ValidEvent,
     is_slug,
 )
-from feedsvc.errors import FieldProblem, StoreError, ValidationFailed
+from feedsvc.errors import (
+    FieldProblem,
+    Forbidden,
+    MalformedBody,
+    NoStory,
+    PreconditionFailed,
+    ProblemPlace,
+    RateLimited,
+    StoreError,
+    StoryExists,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+    WrongExpectedVersion,
+)
 from feedsvc.store.port import AppendResult, EncodedEvents, EventStore, Expected
 from feedsvc.web.keys import (
     METRICS,
@@ -46,7 +63,6 @@ from feedsvc.web.keys import (
     TOKENS,
 )
 from feedsvc.web.ops import ACTOR, REQUEST_ID, REQUEST_ID_HEADER
-from feedsvc.web.problems import problem
 
 log = logging.getLogger("feedsvc.web")
 
@@ -56,41 +72,13 @@ ENVELOPE_FIELDS = ("expected_version", "events")
 JSON_TYPE = "application/json"
 DEFAULT_LIMIT = 100
 MAX_POSITION = 2**63 - 1  # SQLite's largest integer
-_REALM = 'Bearer realm="feedsvc"'
 _ETAG_RE = re.compile(r'^"(\d{1,18})"$')
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _Refused(Exception):
-    """Ends a request early with a ready problem answer."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def _answers_refusals(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except _Refused as refused:
-            return refused.response
-
-    return wrapper
-
-
-def _bad_parameter(name: str, detail: str, where: str = "parameter") -> _Refused:
-    return _Refused(
-        problem(
-            400,
-            f"Invalid {where}",
-            f"{where} {name}: {detail}",
-            slug=f"invalid-{where}",
-            errors=[{where: name, "detail": detail}],
-        )
-    )
+def _bad_parameter(name: str, detail: str, place: ProblemPlace = "parameter") -> ValidationFailed:
+    return ValidationFailed([FieldProblem(name, detail, place)], what="request")
 
 
 # -- application life ---------------------------------------------------------------
@@ -127,38 +115,21 @@ async def stop_followers(app: web.Application) -> None:
 async def _authenticate(request: web.Request) -> TokenInfo:
     header = request.headers.get("Authorization", "")
     if not header:
-        raise _Refused(
-            problem(
-                401,
-                "Authentication required",
-                "appending needs a bearer token: send 'Authorization: Bearer <token>' "
-                "(an operator creates one with `feedsvc token create`)",
-                slug="unauthorized",
-                headers={"WWW-Authenticate": _REALM},
-            )
+        raise Unauthorized(
+            "appending needs a bearer token: send 'Authorization: Bearer <token>' "
+            "(an operator creates one with `feedsvc token create`)"
         )
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
-        raise _Refused(
-            problem(
-                401,
-                "Authentication required",
-                "the Authorization header must be 'Bearer <token>'",
-                slug="unauthorized",
-                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_request"'},
-            )
+        raise Unauthorized(
+            "the Authorization header must be 'Bearer <token>'", challenge_error="invalid_request"
         )
     token = await request.app[TOKENS].authenticate(secret)
     if token is None:
-        raise _Refused(
-            problem(
-                401,
-                "Invalid token",
-                "the bearer token is unknown or revoked; ask an operator for a valid one",
-                slug="invalid-token",
-                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
-            )
+        raise Unauthorized(
+            "the bearer token is unknown or revoked; ask an operator for a valid one",
+            challenge_error="invalid_token",
         )
     request[ACTOR] = token.name
     return token
@@ -169,15 +140,10 @@ def _check_rate(request: web.Request, token: TokenInfo) -> None:
     wait = limiter.take(token.name)
     if wait > 0:
         after = retry_after(wait)
-        raise _Refused(
-            problem(
-                429,
-                "Too many requests",
-                f"token {token.name!r} may append {limiter.rate:g} times a second "
-                f"(bursts of {limiter.burst:g}); retry after {after} s",
-                slug="rate-limited",
-                headers={"Retry-After": after},
-            )
+        raise RateLimited(
+            f"token {token.name!r} may append {limiter.rate:g} times a second "
+            f"(bursts of {limiter.burst:g}); retry after {after} s",
+            retry_after=after,
         )
 
 
@@ -187,24 +153,14 @@ async def _read_json_body(request: web.Request) -> Any:
         request.charset is not None and request.charset.lower() not in ("utf-8", "utf8")
     ):
         sent = request.headers.get("Content-Type", "no Content-Type")
-        raise _Refused(
-            problem(
-                415,
-                "Unsupported media type",
-                f"send the events as {JSON_TYPE} (UTF-8), not {sent}",
-                slug="unsupported-media-type",
-                headers={"Accept-Post": JSON_TYPE},
-            )
+        raise UnsupportedMediaType(
+            f"send the events as {JSON_TYPE} (UTF-8), not {sent}", accepted=JSON_TYPE
         )
-    too_large = _Refused(
-        problem(
-            413,
-            "Request too large",
-            f"the body is larger than {settings.max_body_bytes} bytes; "
-            "split the events over several requests",
-            slug="too-large",
-            max_body_bytes=settings.max_body_bytes,
-        )
+    too_large = TooLarge(
+        f"the body is larger than {settings.max_body_bytes} bytes; "
+        "split the events over several requests",
+        "max_body_bytes",
+        settings.max_body_bytes,
     )
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise too_large
@@ -217,15 +173,67 @@ async def _read_json_body(request: web.Request) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise _Refused(
-            problem(
-                400,
-                "Malformed JSON",
-                f"the body is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}",
-                slug="malformed-json",
-                errors=[{"pointer": "", "detail": f"not valid JSON: {e.msg}"}],
-            )
-        ) from None
+        raise _malformed(body, e) from None
+
+
+def _malformed(body: bytes, error: orjson.JSONDecodeError) -> MalformedBody:
+    """Why ``body`` is not JSON, naming the field where that can be found: a string
+    holding invalid UTF-8 or a lone surrogate (``"\\ud800"``) is well-formed JSON
+    text for Python's own parser, which finds it for the pointer."""
+    try:
+        text = body.decode("utf-8")
+        bad_byte: int | None = None
+    except UnicodeDecodeError as e:
+        text = body.decode("utf-8", "surrogateescape")
+        bad_byte = e.start
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        if bad_byte is not None:
+            message = f"invalid UTF-8: byte 0x{body[bad_byte]:02x} at offset {bad_byte}"
+        else:
+            message = f"not valid JSON: {error.msg}"
+        return MalformedBody([FieldProblem("", message)])
+    found = _first_unencodable(value, "")
+    if found is None:  # orjson and json disagree on something else: say what orjson said
+        return MalformedBody([FieldProblem("", f"not valid JSON: {error.msg}")])
+    pointer, char = found
+    if bad_byte is not None and 0xDC80 <= ord(char) <= 0xDCFF:
+        message = f"invalid UTF-8: byte 0x{ord(char) - 0xDC00:02x} is not part of a character"
+    else:
+        message = (
+            f"a lone surrogate (\\u{ord(char):04x}) is not a Unicode character; "
+            "send the pair, or the character itself in UTF-8"
+        )
+    return MalformedBody([FieldProblem(pointer, message)])
+
+
+def _is_surrogate(char: str) -> bool:
+    return 0xD800 <= ord(char) <= 0xDFFF
+
+
+def _first_unencodable(value: Any, pointer: str) -> tuple[str, str] | None:
+    """The JSON pointer of the first string (member name or value) in ``value`` that
+    holds a surrogate code point, with that code point."""
+    if isinstance(value, str):
+        bad = next((c for c in value if _is_surrogate(c)), None)
+        return None if bad is None else (pointer, bad)
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_unencodable(item, f"{pointer}/{index}")
+            if found is not None:
+                return found
+    if isinstance(value, dict):
+        for key, item in value.items():
+            safe = "".join("\ufffd" if _is_surrogate(c) else c for c in key)
+            member = f"{pointer}/{safe.replace('~', '~0').replace('/', '~1')}"
+            bad = next((c for c in key if _is_surrogate(c)), None)
+            if bad is not None:
+                return member, bad
+            found = _first_unencodable(item, member)
+            if found is not None:
+                return found
+    return None
 
 
 def _expected_from(value: Any, pointer: str) -> Expected:
@@ -252,7 +260,7 @@ def _if_match(request: web.Request) -> Expected | None:
             "If-Match",
             f'{value!r} is not one strong ETag of the stream, such as "7" '
             "(the version you last read)",
-            where="header",
+            place="header",
         )
     return int(m[1])
 
@@ -319,13 +327,6 @@ def _parse_append_body(body: Any) -> tuple[list[Any], Expected | None, str]:
     )
 
 
-def _relocate(error: ValidationFailed, prefix: str) -> ValidationFailed:
-    if not prefix:
-        return error
-    moved = [FieldProblem(prefix + p.pointer, p.message, p.code) for p in error.problems]
-    return ValidationFailed(moved, what=error.what)
-
-
 def _validate(request: web.Request, raw_events: list[Any], actor: str) -> list[ValidEvent]:
     """Validate every event, refusing the fields only the server may set."""
     many = len(raw_events) > 1
@@ -355,7 +356,7 @@ def _validate(request: web.Request, raw_events: list[Any], actor: str) -> list[V
 
 def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web.Response:
     settings = request.app[SETTINGS]
-    path = f"/api/stories/{slug}/events"
+    first_version = result.version - len(result.ids) + 1
     body = {
         "stream": result.stream,
         "version": result.version,
@@ -366,7 +367,9 @@ def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web
         "recorded_at": result.recorded_at,
         "replayed": result.replayed,
     }
-    headers = {"Location": settings.public_base_url.rstrip("/") + path}
+    # what was created: the stream read from the first appended event on
+    location = f"/api/stories/{slug}/events?from_version={first_version}"
+    headers = {"Location": settings.public_base_url.rstrip("/") + location}
     if not result.replayed:
         headers["ETag"] = f'"{result.version}"'
     return web.Response(
@@ -377,7 +380,6 @@ def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web
     )
 
 
-@_answers_refusals
 async def append_events(request: web.Request) -> web.StreamResponse:
     """``POST /api/stories/{slug}/events``: append events to one story."""
     app = request.app
@@ -386,68 +388,55 @@ async def append_events(request: web.Request) -> web.StreamResponse:
     token = await _authenticate(request)
     _check_rate(request, token)
     if not token.scope.may_append(slug):
-        raise _Refused(
-            problem(
-                403,
-                "Out of scope",
-                f"token {token.name!r} (scope {token.scope}) may not append to story {slug!r}",
-                slug="forbidden",
-            )
+        raise Forbidden(
+            f"token {token.name!r} (scope {token.scope}) may not append to story {slug!r}"
         )
     body = await _read_json_body(request)
     raw_events, body_expected, form = _parse_append_body(body)
-    expected = _expected(body_expected, _if_match(request))
+    header_expected = _if_match(request)
+    expected = _expected(body_expected, header_expected)
     if not raw_events:
         pointer = "/events" if form == "envelope" else ""
         raise ValidationFailed([FieldProblem(pointer, "no events to append")], what="request")
     if len(raw_events) > settings.max_events_per_request:
-        raise _Refused(
-            problem(
-                413,
-                "Too many events",
-                f"{len(raw_events)} events in one request; at most "
-                f"{settings.max_events_per_request} are accepted: split them over several "
-                "requests",
-                slug="too-many-events",
-                max_events_per_request=settings.max_events_per_request,
-            )
+        raise TooLarge(
+            f"{len(raw_events)} events in one request; at most "
+            f"{settings.max_events_per_request} are accepted: split them over several requests",
+            "max_events_per_request",
+            settings.max_events_per_request,
         )
     prefix = _prefix(form, len(raw_events))
     try:
         valid = _validate(request, raw_events, token.name)
     except ValidationFailed as e:
-        raise _relocate(e, prefix) from None
+        raise e.moved(prefix) from None
     opens = any(event.type == "story.opened" for event in valid)
     if opens and not token.scope.may_open:
-        raise _Refused(
-            problem(
-                403,
-                "Out of scope",
-                f"token {token.name!r} (scope {token.scope}) may append to its stories but "
-                "not open new ones; opening needs scope append:* or admin",
-                slug="forbidden",
-            )
+        raise Forbidden(
+            f"token {token.name!r} (scope {token.scope}) may append to its stories but "
+            "not open new ones; opening needs scope append:* or admin"
         )
     if not is_slug(slug):
-        raise _Refused(_no_story(slug))
+        raise _not_a_story(slug)
     started = time.perf_counter()
     try:
         result = await app[SERVICE].append_valid(slug, valid, expected)
     except ValidationFailed as e:
-        codes = {p.code for p in e.problems}
-        if "no-story" in codes:
-            raise _Refused(_no_story(slug)) from None
-        if "story-exists" in codes:
-            # opened before, or by a concurrent request (perhaps not yet committed)
-            raise _Refused(_story_exists(slug, await _opened_version(store, slug))) from None
-        raise _relocate(e, prefix) from None
+        raise e.moved(prefix) from None
+    except StoryExists:
+        # opened before, or by a concurrent request (perhaps not yet committed)
+        raise StoryExists(slug, await _opened_version(store, slug)) from None
+    except WrongExpectedVersion as e:
+        if header_expected is not None:  # If-Match is a precondition (RFC 9110)
+            raise PreconditionFailed(e.stream, e.expected, e.current) from None
+        raise
     metrics = app[METRICS]
     if result.replayed:
         metrics.appends.labels("replayed").inc()
     else:
         metrics.append_latency.observe(time.perf_counter() - started)
-        metrics.appends.labels("written").inc()
         metrics.appended_events.inc(len(result.ids))
+        metrics.appends.labels("written").inc()
     return _append_answer(request, slug, result)
 
 
@@ -463,27 +452,12 @@ async def _opened_version(store: EventStore, slug: str, patience: float = 5.0) -
     return version
 
 
-def _no_story(slug: str) -> web.Response:
+def _not_a_story(slug: str) -> NoStory:
     if not is_slug(slug):
-        detail = f"{slug!r} is not a story slug (lowercase a-z, 0-9 and single hyphens)"
-    else:
-        detail = (
-            f"there is no story {slug!r}; open it first with a story.opened event "
-            f"whose data.slug is {slug!r}"
+        return NoStory(
+            slug, f"{slug!r} is not a story slug (lowercase a-z, 0-9 and single hyphens)"
         )
-    return problem(404, "Unknown story", detail, slug="unknown-story")
-
-
-def _story_exists(slug: str, current: int) -> web.Response:
-    return problem(
-        409,
-        "Story exists",
-        f"story {slug!r} is already open (at version {current}); "
-        "append its developments instead of opening it again",
-        slug="story-exists",
-        headers={"ETag": f'"{current}"'},
-        current_version=current,
-    )
+    return NoStory(slug)
 
 
 # -- follow -------------------------------------------------------------------------
@@ -568,7 +542,6 @@ def _encoded_page(events: EncodedEvents, **fields: Any) -> bytes:
     return b'{"events":[' + events.json + b"]," + orjson.dumps(fields)[1:]
 
 
-@_answers_refusals
 async def read_log(request: web.Request) -> web.StreamResponse:
     """``GET /api/events``: the log after a cursor, a page at a time, long-polling."""
     app = request.app
@@ -610,7 +583,6 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags or f"W/{etag}" in tags
 
 
-@_answers_refusals
 async def read_stream(request: web.Request) -> web.StreamResponse:
     """``GET /api/stories/{slug}/events``: one story's stream, from a version on."""
     app = request.app
@@ -627,7 +599,7 @@ async def read_stream(request: web.Request) -> web.StreamResponse:
     )
     current = await store.stream_version(slug) if is_slug(slug) else 0
     if current == 0:
-        return _no_story(slug)
+        raise _not_a_story(slug)
     etag = f'"{current}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _matches(request.headers.get("If-None-Match"), etag):
@@ -643,7 +615,6 @@ async def read_stream(request: web.Request) -> web.StreamResponse:
     )
 
 
-@_answers_refusals
 async def live(request: web.Request) -> web.StreamResponse:
     """``GET /api/events/live``: every new event as a Server-Sent Event.
 
@@ -661,7 +632,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     if last_event_id:
         if not last_event_id.isdigit() or int(last_event_id) > MAX_POSITION:
             raise _bad_parameter(
-                "Last-Event-ID", f"{last_event_id!r} is not an event position", where="header"
+                "Last-Event-ID", f"{last_event_id!r} is not an event position", place="header"
             )
         after = int(last_event_id)
     elif request.query.get("after"):

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, NamedTuple
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from feedsvc.errors import FieldProblem, ValidationFailed
+from feedsvc.errors import FieldProblem, NotFound, ValidationFailed
 from feedsvc.projections.documents import Document
 from feedsvc.web.keys import PROJECTIONS, SETTINGS
-from feedsvc.web.problems import problem
 
 if TYPE_CHECKING:
     from feedsvc.projections.runner import ProjectionRunner
@@ -90,9 +89,10 @@ def parse_as_of(value: str) -> datetime:
                 FieldProblem(
                     "as_of",
                     f"{value!r} is not an RFC 3339 time with offset, e.g. 2017-10-12T16:00:00Z",
+                    "parameter",
                 )
             ],
-            what="query parameter",
+            what="request",
         )
     return moment
 
@@ -110,7 +110,10 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
         if doc is None and "page" in request.match_info:
             doc = await runner.archive_document(path)
     if doc is None:
-        return await _archive_not_full(request) or _not_found(request)
+        redirect = await _archive_not_full(request)
+        if redirect is None:
+            raise _not_found(request)
+        return redirect
     return _answer(request, doc, app[SETTINGS].cache_max_age)
 
 
@@ -223,7 +226,7 @@ async def _archive_not_full(request: web.Request) -> web.Response | None:
     )
 
 
-def _not_found(request: web.Request) -> web.Response:
+def _not_found(request: web.Request) -> NotFound:
     runner = request.app[PROJECTIONS]
     parts = request.path.strip("/").split("/")
     if "topics" in parts:
@@ -233,13 +236,10 @@ def _not_found(request: web.Request) -> web.Response:
         known = sorted(runner.labels("stories/"))
         what = "story"
     listing = ", ".join(known[:50]) or "none yet"
-    return problem(
-        404,
-        "Not found",
+    return NotFound(
         f"no {what} or feed at {request.path}; known {what} slugs: {listing}. "
         "Feeds live at /feeds/all.atom, /feeds/stories/<slug>.rss, "
-        "/feeds/topics/<topic>.json (atom, rss or json).",
-        slug="not-found",
+        "/feeds/topics/<topic>.json (atom, rss or json)."
     )
 
 

@@ -46,10 +46,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from feedsvc.errors import ConfigError, FeedsvcError, StoreError
+from feedsvc.errors import ConfigError, FeedsvcError, NotReady, StoreError
 from feedsvc.settings import Settings
 from feedsvc.web.keys import METRICS, PROJECTIONS, SETTINGS, STORE
-from feedsvc.web.problems import problem, problem_for, problem_for_http
+from feedsvc.web.problems import problem_for, problem_for_http
 
 log = logging.getLogger("feedsvc.web")
 access_log = logging.getLogger("feedsvc.access")
@@ -228,26 +228,17 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(5):
             head = await app[STORE].head()
     except (StoreError, TimeoutError) as e:
-        return problem(
-            503,
-            "Not ready",
-            f"the database does not answer: {e or 'timed out'}",
-            slug="not-ready",
-            headers={**no_store, "Retry-After": "5"},
-            checks={"database": "failing"},
-        )
+        raise NotReady(
+            f"the database does not answer: {e or 'timed out'}", {"database": "failing"}
+        ) from e
     lag: int | None = None
     if PROJECTIONS in app:
         lag = int(await app[PROJECTIONS].lag())
         if lag > settings.ready_max_lag:
-            return problem(
-                503,
-                "Not ready",
+            raise NotReady(
                 f"the projections are {lag} events behind the log "
                 f"(ready at {settings.ready_max_lag} or fewer)",
-                slug="not-ready",
-                headers={**no_store, "Retry-After": "5"},
-                checks={"database": "ok", "projections": "lagging"},
+                {"database": "ok", "projections": "lagging"},
                 head=head,
                 projection_lag=lag,
             )

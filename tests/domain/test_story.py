@@ -6,7 +6,7 @@ import pytest
 
 from feedsvc.domain.events import Precision, validate_new_event
 from feedsvc.domain.story import check_append, check_onto, fold, rules_of
-from feedsvc.errors import ValidationFailed
+from feedsvc.errors import NoStory, StoryExists, ValidationFailed
 from feedsvc.ndjson import read_ndjson
 from tests.conftest import SEED, SEED_STREAM, opened, reported
 
@@ -35,8 +35,10 @@ def test_the_seed_story_folds_to_the_article() -> None:
 def test_rules_are_checked_in_order_within_a_batch() -> None:
     batch = [validate_new_event(e) for e in (opened("a"), reported("d1"))]
     check_append("a", None, batch)  # opening and reporting together is fine
-    with pytest.raises(ValidationFailed, match="does not exist yet"):
+    with pytest.raises(NoStory, match="no story 'a'"):
         check_append("a", None, [validate_new_event(reported("d1"))])
+    with pytest.raises(StoryExists, match="'a' is already open"):
+        check_append("a", None, [*batch, validate_new_event(opened("a"))])
     with pytest.raises(ValidationFailed, match="already exists"):
         check_append("a", None, [*batch, validate_new_event(reported("d1"))])
     with pytest.raises(ValidationFailed, match="must equal"):

@@ -6,6 +6,9 @@ import asyncio
 import sqlite3
 from typing import Any
 
+import orjson
+from yarl import URL
+
 from feedsvc.web.keys import TOKENS
 from tests.conftest import opened, reported
 from tests.web.conftest import SEED_HEAD, SEED_STREAM, Service, Start, new_id
@@ -37,8 +40,11 @@ async def test_one_event_is_appended_with_its_position(svc: Service) -> None:
     assert body["version"] == SEED_HEAD + 1
     assert [e["position"] for e in body["events"]] == [SEED_HEAD + 1]
     assert body["replayed"] is False
-    assert response.headers["Location"].endswith(f"/api/stories/{SEED_STREAM}/events")
     assert response.headers["ETag"] == f'"{SEED_HEAD + 1}"'
+    # Location names what was created: the stream from the new event on
+    location = URL(response.headers["Location"])
+    created = await svc.client.get(location.path_qs)
+    assert [e["id"] for e in (await created.json())["events"]] == [body["events"][0]["id"]]
     [stored] = await svc.stream_events(SEED_STREAM, SEED_HEAD + 1)
     assert stored["id"] == body["events"][0]["id"]
     assert stored["data"]["development_id"] == "governor-responds"
@@ -137,6 +143,42 @@ async def test_malformed_json_and_wrong_shapes_are_400(svc: Service) -> None:
     assert await svc.head() == SEED_HEAD
 
 
+async def test_bad_text_in_a_field_is_named_by_its_pointer(svc: Service) -> None:
+    async def post(raw: bytes) -> dict[str, Any]:
+        response = await svc.client.post(
+            f"/api/stories/{SEED_STREAM}/events",
+            data=raw,
+            headers={**svc.auth(), "Content-Type": "application/json"},
+        )
+        return await problem_of(response, 400)
+
+    event = orjson.dumps(reported("bad-text"))
+    good_body = b'"body":"Body of bad-text.'
+    assert good_body in event
+    # a byte that is not UTF-8 inside the body
+    problem = await post(event.replace(good_body, good_body + b"\xff"))
+    assert pointers(problem) == ["/data/body"]
+    assert "invalid UTF-8" in problem["errors"][0]["detail"]
+    assert "0xff" in problem["errors"][0]["detail"]
+    # a lone surrogate escape in the body
+    problem = await post(event.replace(good_body, good_body + b"\\ud800"))
+    assert pointers(problem) == ["/data/body"]
+    assert "lone surrogate" in problem["errors"][0]["detail"]
+    # in the second event of an array
+    array = (
+        b"["
+        + orjson.dumps(reported("fine"))
+        + b","
+        + event.replace(good_body, good_body + b"\\udc00")
+        + b"]"
+    )
+    assert pointers(await post(array)) == ["/1/data/body"]
+    # invalid UTF-8 outside any string is still named as such
+    problem = await post(b"\xfe" + event)
+    assert "invalid UTF-8" in problem["detail"]
+    assert await svc.head() == SEED_HEAD
+
+
 async def test_only_json_is_accepted(svc: Service) -> None:
     response = await svc.client.post(
         f"/api/stories/{SEED_STREAM}/events",
@@ -220,8 +262,12 @@ async def test_expected_version_in_body_or_if_match(svc: Service) -> None:
     etag = f'"{SEED_HEAD}"'
     response = await svc.append(SEED_STREAM, reported("fresh"), headers={"If-Match": etag})
     assert response.status == 201
+    # a stale If-Match is a failed precondition (RFC 9110), not a conflict in the body
     response = await svc.append(SEED_STREAM, reported("again"), headers={"If-Match": etag})
-    assert (await problem_of(response, 409))["current_version"] == SEED_HEAD + 1
+    problem = await problem_of(response, 412)
+    assert problem["current_version"] == SEED_HEAD + 1
+    assert response.headers["ETag"] == f'"{SEED_HEAD + 1}"'
+    assert await svc.head() == SEED_HEAD + 1  # nothing written
 
     response = await svc.append(SEED_STREAM, reported("x"), headers={"If-Match": "yesterday"})
     assert (await problem_of(response, 400))["errors"][0]["header"] == "If-Match"

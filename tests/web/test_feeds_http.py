@@ -130,7 +130,7 @@ async def test_as_of_answers_what_was_known_then(client: Client) -> None:
     assert before.status == 404
     bad = await client.get("/feeds/all.atom", params={"as_of": "last tuesday"})
     assert bad.status == 400
-    assert (await bad.json())["errors"][0]["pointer"] == "as_of"
+    assert (await bad.json())["errors"][0]["parameter"] == "as_of"
 
 
 class _Links(HTMLParser):
