@@ -33,7 +33,7 @@ RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
 WORKDIR /app
 # the seed story imported on first start (config/docker.toml: seed), and the config
 # used when the image is run without compose's mount
-COPY events/seed/ /app/events/seed/
+COPY feedsvc/seed/ /app/events/seed/
 COPY config/ /app/config/
 
 USER feedsvc:feedsvc

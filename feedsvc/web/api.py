@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,8 +30,6 @@ from aiohttp_sse import sse_response
 
 from feedsvc.auth import RateLimiter, SQLiteTokenStore, TokenInfo, ensure_admin_token, retry_after
 from feedsvc.domain.events import (
-    CURRENT_VERSIONS,
-    RecordedEvent,
     ValidEvent,
     is_slug,
 )
@@ -51,7 +49,7 @@ from feedsvc.errors import (
     ValidationFailed,
     WrongExpectedVersion,
 )
-from feedsvc.store.port import AppendResult, EncodedEvents, EventStore, Expected
+from feedsvc.store.port import AppendResult, EventStore, Expected
 from feedsvc.web.keys import (
     METRICS,
     RATE_LIMITER,
@@ -62,6 +60,18 @@ from feedsvc.web.keys import (
     STORE,
     TOKENS,
 )
+from feedsvc.web.models import (
+    MAX_POSITION,
+    AppendedEvent,
+    EventPage,
+    LiveQuery,
+    LogCursor,
+    StreamCursor,
+    StreamPage,
+    log_query,
+    stream_query,
+)
+from feedsvc.web.models import AppendResult as AppendAnswer
 from feedsvc.web.ops import ACTOR, REQUEST_ID, REQUEST_ID_HEADER
 
 log = logging.getLogger("feedsvc.web")
@@ -70,8 +80,6 @@ SERVER_FIELDS = ("position", "recorded_at", "version", "stream")
 """Facts about an event that only the log may state."""
 ENVELOPE_FIELDS = ("expected_version", "events")
 JSON_TYPE = "application/json"
-DEFAULT_LIMIT = 100
-MAX_POSITION = 2**63 - 1  # SQLite's largest integer
 _ETAG_RE = re.compile(r'^"(\d{1,18})"$')
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -357,16 +365,16 @@ def _validate(request: web.Request, raw_events: list[Any], actor: str) -> list[V
 def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web.Response:
     settings = request.app[SETTINGS]
     first_version = result.version - len(result.ids) + 1
-    body = {
-        "stream": result.stream,
-        "version": result.version,
-        "events": [
-            {"id": event_id, "position": position}
+    answer = AppendAnswer(
+        stream=result.stream,
+        version=result.version,
+        events=[
+            AppendedEvent(id=event_id, position=position)
             for event_id, position in zip(result.ids, result.positions, strict=True)
         ],
-        "recorded_at": result.recorded_at,
-        "replayed": result.replayed,
-    }
+        recorded_at=result.recorded_at,
+        replayed=result.replayed,
+    )
     # what was created: the stream read from the first appended event on
     location = f"/api/stories/{slug}/events?from_version={first_version}"
     headers = {"Location": settings.public_base_url.rstrip("/") + location}
@@ -374,7 +382,7 @@ def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web
         headers["ETag"] = f'"{result.version}"'
     return web.Response(
         status=200 if result.replayed else 201,
-        body=orjson.dumps(body),
+        body=answer.to_json(),
         content_type=JSON_TYPE,
         headers=headers,
     )
@@ -463,58 +471,6 @@ def _not_a_story(slug: str) -> NoStory:
 # -- follow -------------------------------------------------------------------------
 
 
-def _int_param(
-    query: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
-) -> int:
-    text = query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise _bad_parameter(name, f"{text!r} is not a whole number") from None
-    if value < minimum:
-        raise _bad_parameter(name, f"must be {minimum} or more")
-    if maximum is not None and value > maximum:
-        raise _bad_parameter(name, f"must be {maximum} or less")
-    return value
-
-
-def _float_param(query: Mapping[str, str], name: str, default: float, maximum: float) -> float:
-    text = query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise _bad_parameter(name, f"{text!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise _bad_parameter(name, "must be 0 or more seconds")
-    return min(value, maximum)
-
-
-def _check_parameters(request: web.Request, known: Sequence[str]) -> None:
-    unknown = sorted(set(request.query) - set(known))
-    if unknown:
-        raise _bad_parameter(
-            unknown[0], f"unknown parameter; this resource takes {', '.join(known)}"
-        )
-
-
-def _filters(request: web.Request) -> tuple[list[str] | None, str | None]:
-    types = [t for t in request.query.getall("type", []) if t]
-    for name in types:
-        if name not in CURRENT_VERSIONS:
-            raise _bad_parameter(
-                "type",
-                f"unknown event type {name!r}; known: {', '.join(sorted(CURRENT_VERSIONS))}",
-            )
-    stream = request.query.get("stream") or None
-    if stream is not None and not is_slug(stream):
-        raise _bad_parameter("stream", f"{stream!r} is not a story slug")
-    return types or None, stream
-
-
 async def _wait_for_commit(
     store: EventStore,
     position: int,
@@ -534,27 +490,15 @@ async def _wait_for_commit(
         await asyncio.gather(waiter, stop, return_exceptions=True)
 
 
-def _page_json(events: Sequence[RecordedEvent], **fields: Any) -> bytes:
-    return orjson.dumps({"events": [e.as_dict() for e in events], **fields})
-
-
-def _encoded_page(events: EncodedEvents, **fields: Any) -> bytes:
-    return b'{"events":[' + events.json + b"]," + orjson.dumps(fields)[1:]
-
-
 async def read_log(request: web.Request) -> web.StreamResponse:
     """``GET /api/events``: the log after a cursor, a page at a time, long-polling."""
     app = request.app
     settings, store, stopping = app[SETTINGS], app[STORE], app[STOPPING]
     read_ahead = app[READ_AHEAD]
-    _check_parameters(request, ("after", "limit", "wait", "type", "stream"))
-    query = request.query
-    after = _int_param(query, "after", 0, 0, MAX_POSITION)
-    limit = _int_param(
-        query, "limit", min(DEFAULT_LIMIT, settings.max_page_size), 1, settings.max_page_size
-    )
-    wait = _float_param(query, "wait", 0.0, settings.max_wait_s)
-    types, stream = _filters(request)
+    query = log_query(settings).parse(request.query)
+    after, limit = query.after, query.limit
+    wait = min(query.wait, settings.max_wait_s)
+    types, stream = query.type or None, query.stream
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     start = after
@@ -570,7 +514,7 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     # a short page holds every match up to the head, so the cursor moves to the head
     cursor = events.last if events.count == limit and events.last is not None else max(start, head)
     return web.Response(
-        body=_encoded_page(events, next=cursor, head=head),
+        body=EventPage.encode(events.json, LogCursor(next=cursor, head=head)),
         content_type=JSON_TYPE,
         headers={"Cache-Control": "no-store"},
     )
@@ -588,15 +532,8 @@ async def read_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings, store = app[SETTINGS], app[STORE]
     slug = request.match_info["slug"]
-    _check_parameters(request, ("from_version", "limit"))
-    from_version = _int_param(request.query, "from_version", 1, 1, MAX_POSITION)
-    limit = _int_param(
-        request.query,
-        "limit",
-        min(DEFAULT_LIMIT, settings.max_page_size),
-        1,
-        settings.max_page_size,
-    )
+    query = stream_query(settings).parse(request.query)
+    from_version, limit = query.from_version, query.limit
     current = await store.stream_version(slug) if is_slug(slug) else 0
     if current == 0:
         raise _not_a_story(slug)
@@ -609,7 +546,10 @@ async def read_stream(request: web.Request) -> web.StreamResponse:
     more = bool(events) and events[-1].version < current
     next_version = events[-1].version + 1 if more else None
     return web.Response(
-        body=_page_json(events, stream=slug, version=current, next=next_version),
+        body=StreamPage.encode(
+            b",".join(e.to_json() for e in events),
+            StreamCursor(stream=slug, version=current, next=next_version),
+        ),
         content_type=JSON_TYPE,
         headers=headers,
     )
@@ -626,8 +566,8 @@ async def live(request: web.Request) -> web.StreamResponse:
     """
     app = request.app
     settings, store, stopping = app[SETTINGS], app[STORE], app[STOPPING]
-    _check_parameters(request, ("after", "type", "stream"))
-    types, stream = _filters(request)
+    query = LiveQuery.parse(request.query)
+    types, stream = query.type or None, query.stream
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id:
         if not last_event_id.isdigit() or int(last_event_id) > MAX_POSITION:
@@ -635,8 +575,8 @@ async def live(request: web.Request) -> web.StreamResponse:
                 "Last-Event-ID", f"{last_event_id!r} is not an event position", place="header"
             )
         after = int(last_event_id)
-    elif request.query.get("after"):
-        after = _int_param(request.query, "after", 0, 0, MAX_POSITION)
+    elif query.after is not None:
+        after = query.after
     else:
         after = await store.head()
     page = max(1, min(settings.sse_queue, settings.max_page_size))

@@ -2,7 +2,10 @@
 
 Built as a plain dict from the code that defines what it describes: the event data
 schemas are those of :func:`feedsvc.domain.schemas.schema_files` (their ``$defs``
-hoisted into ``components/schemas``), and the examples are events of the seed story.
+hoisted into ``components/schemas``); the response bodies and query parameters are
+the pydantic models of :mod:`feedsvc.web.models` that the handlers build their answers
+and parse their queries with, at the limits of the running service's settings; the
+examples are events of the packaged seed story. The paths table is written here.
 ``tests/web/test_openapi.py`` keeps it true: every registered route is in it, it is
 valid OpenAPI 3.1, and real answers validate against its response schemas.
 """
@@ -12,10 +15,12 @@ from __future__ import annotations
 import copy
 import functools
 from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
 from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic.json_schema import models_json_schema
 
 from feedsvc.domain.events import (
     CURRENT_VERSIONS,
@@ -24,8 +29,16 @@ from feedsvc.domain.events import (
     SLUG_PATTERN,
 )
 from feedsvc.domain.schemas import schema_files
-from feedsvc.ndjson import EXPORT_FIELDS
+from feedsvc.settings import Settings
 from feedsvc.web.keys import SETTINGS
+from feedsvc.web.models import (
+    ANSWER_MODELS,
+    DocumentQuery,
+    LiveQuery,
+    Query,
+    log_query,
+    stream_query,
+)
 
 OPENAPI_VERSION = "3.1.0"
 try:
@@ -153,8 +166,46 @@ def _new_event_schema() -> dict[str, Any]:
     }
 
 
+def answer_schemas() -> dict[str, Any]:
+    """The JSON Schemas of every answer model, by model name."""
+    _, top = models_json_schema(
+        [(model, "serialization") for model in ANSWER_MODELS], ref_template=_REF + "{model}"
+    )
+    defs: dict[str, Any] = top["$defs"]
+    return defs
+
+
+def query_parameters(model: type[Query]) -> list[dict[str, Any]]:
+    """The OpenAPI parameter objects of a query model: one per field, its schema the
+    field's (a parameter left out is never null, so null is dropped from it)."""
+    schema = model.model_json_schema(ref_template=_REF + "{model}")
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k not in ("title", "description")}
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            prop.update(options[0])
+        elif options:
+            prop["anyOf"] = options
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "description": model.model_fields[name].description or "",
+            "schema": prop,
+        }
+        if prop.get("type") == "array":
+            parameter.update(style="form", explode=True)
+        parameters.append(parameter)
+    return parameters
+
+
 def _schemas() -> dict[str, Any]:
     schemas = event_schemas()
+    schemas.update(answer_schemas())
     schemas.update(
         {
             "Slug": {"type": "string", "pattern": SLUG_PATTERN, "maxLength": 120},
@@ -194,141 +245,6 @@ def _schemas() -> dict[str, Any]:
                     {"type": "integer", "minimum": 0},
                     {"type": "string", "enum": ["any", "no_stream"]},
                 ],
-            },
-            "AppendResult": {
-                "type": "object",
-                "required": ["stream", "version", "events", "recorded_at", "replayed"],
-                "additionalProperties": False,
-                "properties": {
-                    "stream": _ref("Slug"),
-                    "version": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "description": "The stream's version after the append.",
-                    },
-                    "events": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["id", "position"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "string", "format": "uuid"},
-                                "position": {"type": "integer", "minimum": 1},
-                            },
-                        },
-                    },
-                    "recorded_at": {"type": "string", "format": "date-time"},
-                    "replayed": {
-                        "type": "boolean",
-                        "description": "True when these events were already appended: "
-                        "nothing was written and this is the original result.",
-                    },
-                },
-            },
-            "RecordedEvent": {
-                "type": "object",
-                "description": "An event as the log holds it (the export format).",
-                "required": list(EXPORT_FIELDS),
-                "additionalProperties": False,
-                "properties": {
-                    "position": {"type": "integer", "minimum": 1},
-                    "id": {"type": "string", "format": "uuid"},
-                    "stream": _ref("Slug"),
-                    "version": {"type": "integer", "minimum": 1},
-                    "type": {"type": "string"},
-                    "schema_version": {"type": "integer", "minimum": 1},
-                    "occurred_at": _ref("OccurredAt"),
-                    "recorded_at": {"type": "string", "format": "date-time"},
-                    "data": {
-                        "type": "object",
-                        "description": "As appended, at its own schema version.",
-                    },
-                    "metadata": {"type": "object"},
-                },
-            },
-            "EventPage": {
-                "type": "object",
-                "required": ["events", "next", "head"],
-                "additionalProperties": False,
-                "properties": {
-                    "events": {"type": "array", "items": _ref("RecordedEvent")},
-                    "next": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "description": "Pass as `after` to read on; it moves past events "
-                        "the filters left out.",
-                    },
-                    "head": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "description": "The log's last position when the page was read.",
-                    },
-                },
-            },
-            "StreamPage": {
-                "type": "object",
-                "required": ["stream", "version", "events", "next"],
-                "additionalProperties": False,
-                "properties": {
-                    "stream": _ref("Slug"),
-                    "version": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "description": "The stream's version (also its ETag).",
-                    },
-                    "events": {"type": "array", "items": _ref("RecordedEvent")},
-                    "next": {
-                        "type": ["integer", "null"],
-                        "minimum": 1,
-                        "description": "The from_version of the next page; null at the end.",
-                    },
-                },
-            },
-            "Problem": {
-                "type": "object",
-                "description": "RFC 9457 problem details.",
-                "required": ["type", "title", "status", "detail"],
-                "properties": {
-                    "type": {"type": "string", "format": "uri-reference"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                    "detail": {"type": "string", "description": "What to fix."},
-                    "errors": {
-                        "type": "array",
-                        "description": "Every bad field (by JSON pointer into the body), "
-                        "query parameter or header.",
-                        "items": {
-                            "type": "object",
-                            "required": ["detail"],
-                            "properties": {
-                                "pointer": {"type": "string"},
-                                "parameter": {"type": "string"},
-                                "header": {"type": "string"},
-                                "detail": {"type": "string"},
-                            },
-                        },
-                    },
-                    "current_version": {"type": "integer", "minimum": 0},
-                },
-            },
-            "Health": {
-                "type": "object",
-                "required": ["status"],
-                "properties": {"status": {"const": "ok"}},
-            },
-            "Ready": {
-                "type": "object",
-                "required": ["status", "head", "projection_lag"],
-                "additionalProperties": False,
-                "properties": {
-                    "status": {"const": "ready"},
-                    "head": {"type": "integer", "minimum": 0},
-                    "projection_lag": {
-                        "type": ["integer", "null"],
-                        "description": "Events the projections are behind the log.",
-                    },
-                },
             },
             "JsonFeed": {
                 "type": "object",
@@ -394,67 +310,12 @@ def _parameters() -> dict[str, Any]:
             "description": "The archive page (RFC 5005); 1 holds the oldest entries.",
             "schema": {"type": "integer", "minimum": 1},
         },
-        "as_of": {
-            "name": "as_of",
-            "in": "query",
-            "required": False,
-            "description": "Show what the log knew at this recorded time (RFC 3339).",
-            "schema": {"type": "string", "format": "date-time"},
-        },
-        "after": {
-            "name": "after",
-            "in": "query",
-            "required": False,
-            "description": "Read events after this position (the `next` of the last page).",
-            "schema": {"type": "integer", "minimum": 0, "default": 0},
-        },
-        "limit": {
-            "name": "limit",
-            "in": "query",
-            "required": False,
-            "description": "Most events in the page (at most the configured max_page_size).",
-            "schema": {"type": "integer", "minimum": 1, "default": 100},
-        },
-        "wait": {
-            "name": "wait",
-            "in": "query",
-            "required": False,
-            "description": "Long poll: with no event to answer, wait up to this many "
-            "seconds for one (capped at the configured max_wait_s).",
-            "schema": {"type": "number", "minimum": 0, "default": 0},
-        },
-        "type": {
-            "name": "type",
-            "in": "query",
-            "required": False,
-            "description": "Only events of these types (repeat the parameter).",
-            "style": "form",
-            "explode": True,
-            "schema": {
-                "type": "array",
-                "items": {"type": "string", "enum": sorted(CURRENT_VERSIONS)},
-            },
-        },
-        "stream": {
-            "name": "stream",
-            "in": "query",
-            "required": False,
-            "description": "Only the events of this story.",
-            "schema": _ref("Slug"),
-        },
-        "from_version": {
-            "name": "from_version",
-            "in": "query",
-            "required": False,
-            "description": "First stream version to answer.",
-            "schema": {"type": "integer", "minimum": 1, "default": 1},
-        },
         "If-Match": {
             "name": "If-Match",
             "in": "header",
             "required": False,
             "description": 'The stream\'s expected version as its ETag, e.g. "7"; a '
-            "mismatch is 409.",
+            "mismatch is 412 (Precondition Failed) with the current version.",
             "schema": {"type": "string"},
             "example": '"23"',
         },
@@ -483,7 +344,7 @@ def _headers() -> dict[str, Any]:
             "schema": {"type": "string"},
         },
         "Location": {
-            "description": "The story's stream resource.",
+            "description": "What was created: the story's stream from the first appended event on.",
             "schema": {"type": "string", "format": "uri"},
         },
         "Retry-After": {
@@ -526,6 +387,11 @@ def _responses() -> dict[str, Any]:
             "is), the story is already open, or an event id is reused with other content.",
             "ETag",
         ),
+        "412": _problem_response(
+            "The version named by If-Match is not the stream's (`current_version` says "
+            "where it is); nothing was written.",
+            "ETag",
+        ),
         "413": _problem_response("The body or the number of events is over the limit."),
         "415": _problem_response("The body is not application/json."),
         "429": _problem_response("The token is over its rate; retry later.", "Retry-After"),
@@ -546,7 +412,7 @@ def _feed_get(summary: str, *params: str) -> dict[str, Any]:
         "get": {
             "tags": ["feeds"],
             "summary": summary,
-            "parameters": _params(*params, "as_of"),
+            "parameters": [*_params(*params), *query_parameters(DocumentQuery)],
             "responses": {
                 "200": {
                     "description": "The feed document, with a strong ETag and "
@@ -566,7 +432,7 @@ def _page_get(summary: str, *params: str) -> dict[str, Any]:
         "get": {
             "tags": ["pages"],
             "summary": summary,
-            "parameters": _params(*params, "as_of"),
+            "parameters": [*_params(*params), *query_parameters(DocumentQuery)],
             "responses": {
                 "200": {
                     "description": "An HTML page with feed autodiscovery links.",
@@ -580,10 +446,11 @@ def _page_get(summary: str, *params: str) -> dict[str, Any]:
     }
 
 
-def _paths() -> dict[str, Any]:
-    opened, reported, quoted = SEED_EXAMPLES
+def _paths(settings: Settings) -> dict[str, Any]:
+    opened, reported, quoted = seed_examples()
     submitted = [_as_submitted(e) for e in (reported, quoted)]
     stream = opened["stream"]
+    head = len(_seed_lines())  # the seed story's version, and the log's head
     return {
         "/api/stories/{slug}/events": {
             "parameters": _params("slug"),
@@ -593,8 +460,13 @@ def _paths() -> dict[str, Any]:
                 "summary": "Append events to a story",
                 "description": "Appends one event or an array of events atomically. "
                 "Needs a bearer token whose scope covers the story (opening a new story "
-                "needs append:* or admin). A replay of the same event ids with the same "
-                "content answers the original result with 200 and writes nothing.",
+                "needs append:* or admin).\n\n"
+                "**Retrying safely.** Give every event an `id` (a UUID you generate "
+                "before the first attempt) and send the same body again after a timeout "
+                "or a lost answer: if the first attempt was written, the retry answers "
+                "the original result with 200 and writes nothing; if not, it is appended "
+                "now (201). Without ids a retry cannot be told from a new append. The "
+                "same id with other content is refused (409).",
                 "security": [{"bearer": []}],
                 "parameters": _params("If-Match"),
                 "requestBody": {
@@ -613,7 +485,7 @@ def _paths() -> dict[str, Any]:
                                 },
                                 "expected": {
                                     "summary": "With the version the story must be at",
-                                    "value": {"expected_version": 7, "events": submitted},
+                                    "value": {"expected_version": head, "events": submitted},
                                 },
                             },
                         }
@@ -630,13 +502,14 @@ def _paths() -> dict[str, Any]:
                             _ref("AppendResult"),
                             {
                                 "stream": stream,
-                                "version": 25,
+                                "version": head + 2,
                                 "events": [
-                                    {"id": reported["id"], "position": 24},
-                                    {"id": quoted["id"], "position": 25},
+                                    {"id": reported["id"], "position": head + 1},
+                                    {"id": quoted["id"], "position": head + 2},
                                 ],
-                                "recorded_at": "2017-10-12T16:00:24.000000Z",
+                                "recorded_at": reported["recorded_at"],
                                 "replayed": False,
+                                "warnings": [],
                             },
                         ),
                     },
@@ -654,6 +527,7 @@ def _paths() -> dict[str, Any]:
                             "403",
                             "404",
                             "409",
+                            "412",
                             "413",
                             "415",
                             "429",
@@ -666,14 +540,17 @@ def _paths() -> dict[str, Any]:
                 "tags": ["follow"],
                 "operationId": "readStream",
                 "summary": "Read one story's stream",
-                "parameters": _params("from_version", "limit", "If-None-Match"),
+                "parameters": [
+                    *query_parameters(stream_query(settings)),
+                    *_params("If-None-Match"),
+                ],
                 "responses": {
                     "200": {
                         "description": "The stream's events from from_version on.",
                         "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
                         "content": _json(
                             _ref("StreamPage"),
-                            {"stream": stream, "version": 23, "events": [opened], "next": 2},
+                            {"stream": stream, "version": head, "events": [opened], "next": 2},
                         ),
                     },
                     "304": _problem("NotModified"),
@@ -690,13 +567,13 @@ def _paths() -> dict[str, Any]:
                 "description": "Pages of the global log in position order. Reading from 0 "
                 "by `next` gives every event exactly once, also while writers append. "
                 "With `wait`, an empty page waits for the next event (long poll).",
-                "parameters": _params("after", "limit", "wait", "type", "stream"),
+                "parameters": query_parameters(log_query(settings)),
                 "responses": {
                     "200": {
                         "description": "A page of events.",
                         "content": _json(
                             _ref("EventPage"),
-                            {"events": [opened], "next": 1, "head": 23},
+                            {"events": [opened], "next": 1, "head": head},
                         ),
                     },
                     "400": _problem("400"),
@@ -713,7 +590,7 @@ def _paths() -> dict[str, Any]:
                 "event and its export JSON as data; comments are heartbeats. Reconnecting "
                 "with Last-Event-ID resumes with no gap and no duplicate. Without `after` "
                 "or Last-Event-ID, the stream starts at the current head.",
-                "parameters": _params("after", "type", "stream", "Last-Event-ID"),
+                "parameters": [*query_parameters(LiveQuery), *_params("Last-Event-ID")],
                 "responses": {
                     "200": {
                         "description": "An endless text/event-stream.",
@@ -815,12 +692,14 @@ def _as_submitted(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=8)
-def _document(base_url: str) -> bytes:
-    return orjson.dumps(build_document(base_url))
+def _document(settings: Settings) -> bytes:
+    return orjson.dumps(build_document(settings))
 
 
-def build_document(base_url: str) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document, with ``base_url`` as its server."""
+def build_document(settings: Settings) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document of a service running with ``settings``: its
+    public base URL as the server, its limits in the parameters."""
+    base_url = settings.public_base_url
     return {
         "openapi": OPENAPI_VERSION,
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -841,7 +720,7 @@ def build_document(base_url: str) -> dict[str, Any]:
             {"name": "pages", "description": "HTML pages for people."},
             {"name": "operate", "description": "Health, readiness, metrics, this document."},
         ],
-        "paths": _paths(),
+        "paths": _paths(settings),
         "components": {
             "schemas": _schemas(),
             "parameters": _parameters(),
@@ -861,7 +740,7 @@ def build_document(base_url: str) -> dict[str, Any]:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """``GET /api/openapi.json``: this document."""
-    body = _document(request.app[SETTINGS].public_base_url)
+    body = _document(request.app[SETTINGS])
     return web.Response(
         body=body,
         content_type=JSON,
@@ -869,134 +748,25 @@ async def openapi_json(request: web.Request) -> web.Response:
     )
 
 
-# Events of the seed story (positions 1, 8 and 9 of events/seed/ct-doj-1373.ndjson),
-# the examples above; a test checks they are still exactly the seed's.
-SEED_EXAMPLES: list[dict[str, Any]] = [
-    {
-        "position": 1,
-        "id": "a79b0316-2010-5769-bffd-ad530b4b8526",
-        "stream": "ct-doj-section-1373-compliance",
-        "version": 1,
-        "type": "story.opened",
-        "schema_version": 1,
-        "occurred_at": "2017-10-12",
-        "recorded_at": "2017-10-12T16:00:00.000000Z",
-        "data": {
-            "slug": "ct-doj-section-1373-compliance",
-            "title": (
-                "Justice Department finds Connecticut in compliance with federal immigration law"
-            ),
-            "summary": (
-                "The U.S. Department of Justice told Connecticut on Thursday, Oct. 12,"
-                " 2017, that it found no evidence the state is out of compliance with"
-                " Section 1373 of Title 8 of the U.S. Code, so Connecticut is not violating"
-                " federal immigration law and should be eligible for a federal law"
-                " enforcement grant. The state, mistakenly labeled a “sanctuary state”"
-                " after President Donald Trump’s inauguration, had argued that its 2013"
-                " Trust Act does not violate federal law and should not cost it a $1.7"
-                " million JAG grant. The department is still seeking more information from"
-                " New York, Chicago, Philadelphia, New Orleans, and Cook County, Illinois."
-            ),
-            "topics": [
-                "immigration",
-                "Connecticut",
-                "federal grants",
-                "sanctuary jurisdictions",
-                "law enforcement",
-            ],
-            "places": [
-                "Connecticut",
-                "Hartford",
-            ],
-        },
-        "metadata": {
-            "actor": "feedsvc seed",
-            "source": "ctnewsjunkie.com",
-        },
-    },
-    {
-        "position": 8,
-        "id": "66b6359d-30f7-5541-a14c-31d3cdc74d01",
-        "stream": "ct-doj-section-1373-compliance",
-        "version": 8,
-        "type": "development.reported",
-        "schema_version": 2,
-        "occurred_at": "2017-10-12",
-        "recorded_at": "2017-10-12T16:00:07.000000Z",
-        "data": {
-            "development_id": "doj-finds-connecticut-compliant-section-1373",
-            "headline": (
-                "Justice Department finds no evidence Connecticut is out of compliance with"
-                " section 1373"
-            ),
-            "body": (
-                "The U.S. Department of Justice told Connecticut in a letter on Thursday,"
-                " Oct. 12, 2017, that it has found no evidence that the state is currently"
-                " out of compliance with section 1373. Connecticut is not violating federal"
-                " immigration law and should be eligible for a federal law enforcement"
-                " grant.\n\nTitle 8, Section 1373 is the part of the U.S. Code dealing with"
-                " immigration. It does not require local and state law enforcement to"
-                " gather information, but it prohibits local governments from preventing"
-                " communication with the federal government.\n\nThe department said New"
-                " York, Chicago, Philadelphia, New Orleans, and Cook County, Illinois,"
-                " “may” have policies that violate federal law, and it is seeking more"
-                " information from those jurisdictions before reaching a decision."
-            ),
-            "kind": "letter",
-            "sources": [
-                {
-                    "url": (
-                        "https://ctnewsjunkie.com/2017/10/12/justice_connecticut_is_not_violating_federal_immigration_laws_10_12_2017/"
-                    ),
-                    "title": "Justice: Connecticut Is Not Violating Federal Immigration Laws",
-                    "publisher": "CT News Junkie",
-                },
-            ],
-            "organizations": [
-                "U.S. Department of Justice",
-            ],
-            "places": [
-                "Connecticut",
-                "New York",
-                "Chicago",
-                "Philadelphia",
-                "New Orleans",
-                "Cook County, Illinois",
-            ],
-            "topics": [
-                "immigration",
-                "Connecticut",
-                "federal grants",
-                "sanctuary jurisdictions",
-                "law enforcement",
-            ],
-        },
-        "metadata": {
-            "actor": "feedsvc seed",
-            "source": "ctnewsjunkie.com",
-        },
-    },
-    {
-        "position": 9,
-        "id": "cef6954f-8323-5def-89d5-3759dd30c34e",
-        "stream": "ct-doj-section-1373-compliance",
-        "version": 9,
-        "type": "quote.attributed",
-        "schema_version": 1,
-        "occurred_at": "2017-10-12",
-        "recorded_at": "2017-10-12T16:00:08.000000Z",
-        "data": {
-            "quote_id": "doj-no-evidence-out-of-compliance",
-            "development_id": "doj-finds-connecticut-compliant-section-1373",
-            "speaker": "U.S. Department of Justice",
-            "text": (
-                "the Department has found no evidence that the State of Connecticut is"
-                " currently out of compliance with section 1373."
-            ),
-        },
-        "metadata": {
-            "actor": "feedsvc seed",
-            "source": "ctnewsjunkie.com",
-        },
-    },
-]
+SEED_LOG = files("feedsvc") / "seed" / "ct-doj-1373.ndjson"
+"""The seed story's log, packaged with feedsvc."""
+
+
+@functools.cache
+def _seed_lines() -> tuple[dict[str, Any], ...]:
+    return tuple(orjson.loads(line) for line in SEED_LOG.read_bytes().splitlines() if line)
+
+
+def seed_examples() -> list[dict[str, Any]]:
+    """The examples of the document, events of the packaged seed story as the log holds
+    them: the story's opening, the first quote and the development it belongs to."""
+    lines = _seed_lines()
+    opened = next(e for e in lines if e["type"] == "story.opened")
+    quoted = next(e for e in lines if e["type"] == "quote.attributed")
+    reported = next(
+        e
+        for e in lines
+        if e["type"] == "development.reported"
+        and e["data"]["development_id"] == quoted["data"]["development_id"]
+    )
+    return [copy.deepcopy(e) for e in (opened, reported, quoted)]

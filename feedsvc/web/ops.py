@@ -49,6 +49,7 @@ from prometheus_client.utils import floatToGoString
 from feedsvc.errors import ConfigError, FeedsvcError, NotReady, StoreError
 from feedsvc.settings import Settings
 from feedsvc.web.keys import METRICS, PROJECTIONS, SETTINGS, STORE
+from feedsvc.web.models import Health, Ready
 from feedsvc.web.problems import problem_for, problem_for_http
 
 log = logging.getLogger("feedsvc.web")
@@ -216,7 +217,7 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def healthz(request: web.Request) -> web.Response:
     """The process answers."""
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+    return _json(Health().to_json(), {"Cache-Control": "no-store"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -242,9 +243,11 @@ async def readyz(request: web.Request) -> web.Response:
                 head=head,
                 projection_lag=lag,
             )
-    return web.json_response(
-        {"status": "ready", "head": head, "projection_lag": lag}, headers=no_store
-    )
+    return _json(Ready(head=head, projection_lag=lag).to_json(), no_store)
+
+
+def _json(body: bytes, headers: dict[str, str]) -> web.Response:
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from feedsvc.errors import (
@@ -30,6 +29,7 @@ from feedsvc.errors import (
     ValidationFailed,
     WrongExpectedVersion,
 )
+from feedsvc.web.models import Problem
 
 PROBLEM_TYPE = "application/problem+json"
 _BASE = "urn:feedsvc:problem:"
@@ -46,17 +46,14 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> web.Response:
-    """An ``application/problem+json`` response."""
-    body: dict[str, Any] = {
-        "type": _BASE + (slug or str(status)),
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
+    """An ``application/problem+json`` response; ``extra`` are members of
+    :class:`~feedsvc.web.models.Problem`."""
+    body = Problem(
+        type=_BASE + (slug or str(status)), title=title, status=status, detail=detail, **extra
+    )
     return web.Response(
         status=status,
-        body=orjson.dumps(body),
+        body=body.to_json(),
         content_type=PROBLEM_TYPE,
         headers=headers,
     )

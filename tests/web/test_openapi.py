@@ -17,9 +17,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from feedsvc.web.openapi import SEED_EXAMPLES
+from feedsvc.web.openapi import seed_examples
 from tests.conftest import SEED, opened, reported
-from tests.web.conftest import SEED_STREAM, Service, new_id
+from tests.web.conftest import SEED_STREAM, Service, Start, new_id
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 DOC_URI = "urn:feedsvc:openapi"
@@ -246,7 +246,13 @@ async def test_real_answers_validate_against_the_documented_schemas(svc: Service
 
 
 def test_the_examples_are_the_seed_story() -> None:
-    assert [SEED_LINES[p - 1] for p in (1, 8, 9)] == SEED_EXAMPLES
+    examples = seed_examples()
+    assert [e["type"] for e in examples] == [
+        "story.opened",
+        "development.reported",
+        "quote.attributed",
+    ]
+    assert all(SEED_LINES[e["position"] - 1] == e for e in examples)
 
 
 async def test_the_event_schemas_accept_the_seed_and_refuse_server_fields(svc: Service) -> None:
@@ -265,3 +271,19 @@ async def test_the_event_schemas_accept_the_seed_and_refuse_server_fields(svc: S
     assert not request.is_valid({**submitted, "position": 8})
     assert not request.is_valid({**submitted, "data": {**submitted["data"], "headline": ""}})
     assert not request.is_valid({**submitted, "type": "story.opened"})
+
+
+async def test_documented_limits_are_the_running_services(start: Start) -> None:
+    svc = await start(max_page_size=50, max_wait_s=2.0)
+    doc = await document(svc)
+    parameters = {p["name"]: p for p in doc["paths"]["/api/events"]["get"]["parameters"]}
+    limit = parameters["limit"]["schema"]
+    assert (limit["default"], limit["maximum"]) == (50, 50)
+    assert "at most 2;" in parameters["wait"]["description"]
+    assert (await svc.client.get("/api/events", params={"limit": 50})).status == 200
+    too_many = await svc.client.get("/api/events", params={"limit": 51})
+    assert too_many.status == 400
+    body = await too_many.json(content_type="application/problem+json")
+    assert body["errors"][0]["parameter"] == "limit"
+    stream = doc["paths"]["/api/stories/{slug}/events"]["get"]["parameters"]
+    assert next(p["schema"] for p in stream if p.get("name") == "limit")["maximum"] == 50
