@@ -208,7 +208,7 @@ def render_atom(view: FeedView) -> bytes:
     fg.author({"name": AUTHOR_NAME, "uri": urls.index()})
     fg.generator(GENERATOR)
     fg.language(LANGUAGE)
-    fg.link(href=urls.feed(view.scope, fmt, view.archive), rel="self", type=_MEDIA_TYPES[fmt])
+    fg.link(href=view.self_url(fmt), rel="self", type=_MEDIA_TYPES[fmt])
     fg.link(href=urls.html(view.scope), rel="alternate", type=_HTML_TYPE)
     for rel, href in _history(view, fmt):
         fg.link(href=href, rel=rel, type=_MEDIA_TYPES[fmt])
@@ -250,7 +250,7 @@ def render_rss(view: FeedView) -> bytes:
     fg.updated(updated)
     fg.generator(GENERATOR)
     fg.language(LANGUAGE)
-    fg.link(href=urls.feed(view.scope, fmt, view.archive), rel="self", type=_MEDIA_TYPES[fmt])
+    fg.link(href=view.self_url(fmt), rel="self", type=_MEDIA_TYPES[fmt])
     # last, because feedgen 1.0.0 makes the last link added the channel's <link>
     fg.link(href=urls.html(view.scope), rel="alternate", type=_HTML_TYPE)
     for entry in entries:
@@ -366,7 +366,7 @@ def render_json(view: FeedView) -> bytes:
         "version": JSONFEED_VERSION,
         "title": _title(view),
         "home_page_url": urls.html(view.scope),
-        "feed_url": urls.feed(view.scope, fmt, view.archive),
+        "feed_url": view.self_url(fmt),
     }
     subtitle = plain_text(view.subtitle)
     if subtitle:
