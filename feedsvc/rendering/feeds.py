@@ -53,7 +53,7 @@ from feedsvc.rendering.model import (
     entry_id,
     feed_id,
 )
-from feedsvc.rendering.sanitize import development_html, plain_text
+from feedsvc.rendering.sanitize import development_html, headline_text, plain_text
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FH_NS = "http://purl.org/syndication/history/1.0"
@@ -135,7 +135,7 @@ def _entry(view: FeedView, item: EntryView) -> _Entry:
 
 def _render_entry(view: FeedView, item: EntryView) -> _Entry:
     story, dev = item.story, item.development
-    title = plain_text(dev.headline) or dev.development_id
+    title = headline_text(dev)
     if dev.retraction is not None:
         title = "[Retracted] " + title
     categories: list[tuple[str, str]] = []
@@ -152,7 +152,7 @@ def _render_entry(view: FeedView, item: EntryView) -> _Entry:
         published=parse_recorded_at(dev.reported_at),
         updated=parse_recorded_at(dev.updated_at),
         categories=categories,
-        content_html=development_html(story, dev, view.urls, with_story=True, strip_markup=True),
+        content_html=development_html(story, dev, view.urls, with_story=True),
     )
     entry.json_item.update(_json_item(entry, story, dev))
     return entry
