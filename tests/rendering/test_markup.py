@@ -8,6 +8,7 @@ scripts, styles and raw-text elements go with their content.
 from __future__ import annotations
 
 import json
+import re
 from itertools import pairwise
 from typing import Any
 
@@ -15,7 +16,7 @@ import lxml.html
 import pytest
 from lxml import etree
 
-from feedsvc.domain.events import RecordedEvent
+from feedsvc.domain.events import DevelopmentReported, RecordedEvent
 from feedsvc.domain.story import Story, fold
 from feedsvc.ndjson import read_ndjson
 from feedsvc.rendering import (
@@ -28,7 +29,12 @@ from feedsvc.rendering import (
     render_story,
     render_topic,
 )
-from feedsvc.rendering.sanitize import display_warnings
+from feedsvc.rendering.sanitize import (
+    ALLOWED_TAGS,
+    CONTENT_DROPPED_TAGS,
+    URL_SCHEMES,
+    display_warnings,
+)
 from tests.conftest import SEED
 
 from .conftest import BASE_URL, SLUG, recorded_events, story_view
@@ -346,3 +352,13 @@ def test_a_text_emptied_by_removing_markup_says_so() -> None:
     ((pointer, message),) = display_warnings("story.retitled", {"title": "<script>x</script>"})
     assert pointer == "/data/title"
     assert "leaves nothing to show" in message
+
+
+def test_the_field_descriptions_state_the_rule_the_renderer_applies() -> None:
+    body = DevelopmentReported.model_fields["body"].description or ""
+    for tag in ALLOWED_TAGS | CONTENT_DROPPED_TAGS:
+        assert re.search(rf"\b{tag}\b", body), tag
+    for scheme in URL_SCHEMES:
+        assert scheme in body
+    headline = DevelopmentReported.model_fields["headline"].description or ""
+    assert headline.startswith("Plain text")
