@@ -207,6 +207,20 @@ Headline = Annotated[str, StringConstraints(min_length=1, max_length=300, patter
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200_000, pattern=NOT_BLANK)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=80), AfterValidator(_check_label)]
+HEADLINE_DESCRIPTION = (
+    "Plain text, as every feed and page shows it: markup in it is removed, never shown"
+    " (script, style and the other elements a body loses whole go with their content),"
+    " and entities are decoded."
+)
+BODY_DESCRIPTION = (
+    "HTML kept to an allowlist, or plain text (blank lines separate paragraphs) when it"
+    " has no tags. Kept: p, a (href), em, strong, blockquote, ul, ol, li, br, time"
+    " (datetime), cite, h2, h3; links only with http, https or mailto URLs, relative ones"
+    " resolved against the story page. script, style, template, noscript, iframe,"
+    " noembed, noframes, xmp, plaintext, textarea and title are removed with their"
+    " content; every other element is unwrapped, its text kept (blocks such as div or"
+    " table become paragraphs), and every other attribute is removed."
+)
 
 
 class _Model(BaseModel):
@@ -259,8 +273,8 @@ class DevelopmentReportedV1(_Model):
     """Version 1 of ``development.reported``: sources were bare URLs."""
 
     development_id: Slug
-    headline: Headline
-    body: Text
+    headline: Headline = Field(description=HEADLINE_DESCRIPTION)
+    body: Text = Field(description=BODY_DESCRIPTION)
     kind: Annotated[DevelopmentKind, Field(strict=False)]
     sources: list[Url] = Field(default_factory=list, max_length=50)
     people: list[Person] = Field(default_factory=list, max_length=100)
@@ -273,8 +287,8 @@ class DevelopmentReported(_Model):
     ``occurred_at``), who was involved, and where it is documented."""
 
     development_id: Slug
-    headline: Headline
-    body: Text
+    headline: Headline = Field(description=HEADLINE_DESCRIPTION)
+    body: Text = Field(description=BODY_DESCRIPTION)
     kind: Annotated[DevelopmentKind, Field(strict=False)]
     sources: list[Source] = Field(default_factory=list, max_length=50)
     people: list[Person] = Field(default_factory=list, max_length=100)
@@ -296,8 +310,8 @@ class QuoteAttributed(_Model):
 class DevelopmentChanges(_Model):
     """The fields a correction replaces; at least one."""
 
-    headline: Headline | None = None
-    body: Text | None = None
+    headline: Headline | None = Field(default=None, description=HEADLINE_DESCRIPTION)
+    body: Text | None = Field(default=None, description=BODY_DESCRIPTION)
     kind: Annotated[DevelopmentKind, Field(strict=False)] | None = None
     occurred_at: OccurredText | None = None
     sources: list[Source] | None = None

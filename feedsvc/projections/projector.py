@@ -157,8 +157,12 @@ class Projector:
         feed_size: int = 50,
         *,
         cached_developments: int = CACHED_DEVELOPMENTS,
+        self_query: str | None = None,
     ) -> None:
         self.conn = conn
+        self.self_query = self_query
+        """The query string every feed document's self link carries (``as_of=…`` for a
+        projection built to answer one), or None."""
         self.urls = urls
         self.feed_size = feed_size
         self.cached_developments = cached_developments
@@ -782,6 +786,7 @@ class Projector:
             urls=self.urls,
             archive=page,
             archive_count=page,
+            self_query=self.self_query,
             entry_cache=self._entry_cache,
         )
         paths = self._put(self._feed_docs(view, updated))
@@ -841,6 +846,7 @@ class Projector:
             urls=self.urls,
             archive=None,
             archive_count=count // self.feed_size,
+            self_query=self.self_query,
             entry_cache=self._entry_cache,
         )
         return self._put(self._feed_docs(view, updated, formats))

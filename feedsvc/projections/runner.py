@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -170,7 +171,7 @@ class ProjectionRunner:
         self._partly: dict[str, set[str]] = {}
         """Pending items of which a request rendered some documents already: item →
         their paths."""
-        self._as_of: OrderedDict[tuple[int, str], Document | None] = OrderedDict()
+        self._as_of: OrderedDict[tuple[int, str, str | None], Document | None] = OrderedDict()
         self._serving = False
         """Whether this runner serves (started), so writes its generation unsynced."""
 
@@ -576,12 +577,15 @@ class ProjectionRunner:
         """Scope keys and labels (``prefix`` ``topics/`` or ``stories/``)."""
         return self._model.scope_labels(prefix) if self._model else {}
 
-    async def document_as_of(self, path: str, moment: datetime) -> Document | None:
+    async def document_as_of(
+        self, path: str, moment: datetime, as_sent: str | None = None
+    ) -> Document | None:
         """The document at ``path`` as the service would have served it at ``moment``:
-        built from the events recorded up to then."""
+        built from the events recorded up to then. ``as_sent`` is the ``as_of`` value
+        as the request spelt it: a feed's self link names ``?as_of=<as_sent>``."""
         position = await self.store.position_at(format_recorded_at(moment))
         match = _STORY_PATH.match(path)
-        key = (position, path)
+        key = (position, path, as_sent)
         if key in self._as_of:
             self._as_of.move_to_end(key)
             return self._as_of[key]
@@ -595,16 +599,19 @@ class ProjectionRunner:
             events.extend(page)
             after = page[-1].position
         # its own thread: a projection of a long log must not hold up catching up
-        doc = await asyncio.to_thread(self._build_as_of, events, path)
+        query = None if as_sent is None else "as_of=" + quote(as_sent, safe="")
+        doc = await asyncio.to_thread(self._build_as_of, events, path, query)
         self._as_of[key] = doc
         while len(self._as_of) > 64:
             self._as_of.popitem(last=False)
         return doc
 
-    def _build_as_of(self, events: list[RecordedEvent], path: str) -> Document | None:
+    def _build_as_of(
+        self, events: list[RecordedEvent], path: str, self_query: str | None
+    ) -> Document | None:
         conn = connect(":memory:")
         try:
-            projector = Projector(conn, self.urls, self.settings.feed_size)
+            projector = Projector(conn, self.urls, self.settings.feed_size, self_query=self_query)
             changes = Changes()
             for i in range(0, len(events), BATCH):
                 changes.merge(projector.apply(events[i : i + BATCH], render_now=False))

@@ -53,7 +53,7 @@ from feedsvc.rendering.model import (
     entry_id,
     feed_id,
 )
-from feedsvc.rendering.sanitize import development_html, plain_text
+from feedsvc.rendering.sanitize import development_html, headline_text, plain_text
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FH_NS = "http://purl.org/syndication/history/1.0"
@@ -135,7 +135,7 @@ def _entry(view: FeedView, item: EntryView) -> _Entry:
 
 def _render_entry(view: FeedView, item: EntryView) -> _Entry:
     story, dev = item.story, item.development
-    title = plain_text(dev.headline) or dev.development_id
+    title = headline_text(dev)
     if dev.retraction is not None:
         title = "[Retracted] " + title
     categories: list[tuple[str, str]] = []
@@ -152,7 +152,7 @@ def _render_entry(view: FeedView, item: EntryView) -> _Entry:
         published=parse_recorded_at(dev.reported_at),
         updated=parse_recorded_at(dev.updated_at),
         categories=categories,
-        content_html=development_html(story, dev, view.urls, with_story=True, strip_markup=True),
+        content_html=development_html(story, dev, view.urls, with_story=True),
     )
     entry.json_item.update(_json_item(entry, story, dev))
     return entry
@@ -208,7 +208,7 @@ def render_atom(view: FeedView) -> bytes:
     fg.author({"name": AUTHOR_NAME, "uri": urls.index()})
     fg.generator(GENERATOR)
     fg.language(LANGUAGE)
-    fg.link(href=urls.feed(view.scope, fmt, view.archive), rel="self", type=_MEDIA_TYPES[fmt])
+    fg.link(href=view.self_url(fmt), rel="self", type=_MEDIA_TYPES[fmt])
     fg.link(href=urls.html(view.scope), rel="alternate", type=_HTML_TYPE)
     for rel, href in _history(view, fmt):
         fg.link(href=href, rel=rel, type=_MEDIA_TYPES[fmt])
@@ -250,7 +250,7 @@ def render_rss(view: FeedView) -> bytes:
     fg.updated(updated)
     fg.generator(GENERATOR)
     fg.language(LANGUAGE)
-    fg.link(href=urls.feed(view.scope, fmt, view.archive), rel="self", type=_MEDIA_TYPES[fmt])
+    fg.link(href=view.self_url(fmt), rel="self", type=_MEDIA_TYPES[fmt])
     # last, because feedgen 1.0.0 makes the last link added the channel's <link>
     fg.link(href=urls.html(view.scope), rel="alternate", type=_HTML_TYPE)
     for entry in entries:
@@ -366,7 +366,7 @@ def render_json(view: FeedView) -> bytes:
         "version": JSONFEED_VERSION,
         "title": _title(view),
         "home_page_url": urls.html(view.scope),
-        "feed_url": urls.feed(view.scope, fmt, view.archive),
+        "feed_url": view.self_url(fmt),
     }
     subtitle = plain_text(view.subtitle)
     if subtitle:

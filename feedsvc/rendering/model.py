@@ -153,6 +153,9 @@ class FeedView:
     ``None`` for the subscription document; ``archive_count`` is how many full
     archive pages exist (the subscription document links ``prev-archive`` to the
     last one). ``updated`` is a ``recorded_at`` string from the events.
+    ``self_query`` is the query string of a document served for a query (``as_of=…``,
+    percent-encoded), which its self link then names; ``None`` for the plain document.
+    The RFC 5005 links always name the plain documents.
     """
 
     scope: Scope
@@ -163,5 +166,11 @@ class FeedView:
     urls: Urls
     archive: int | None = None
     archive_count: int = 0
+    self_query: str | None = None
     entry_cache: EntryCache | None = field(default=None, compare=False, repr=False)
     """Where entries rendered for other documents of the same read model are kept."""
+
+    def self_url(self, fmt: FeedFormat) -> str:
+        """The URL of this document in ``fmt``: its feed URL, with ``self_query`` if any."""
+        url = self.urls.feed(self.scope, fmt, self.archive)
+        return url if self.self_query is None else f"{url}?{self.self_query}"

@@ -1,7 +1,8 @@
 """HTML pages: the index, a story's timeline and a topic's developments.
 
-HTML5 in UTF-8 with no JavaScript. Every text from the events is escaped; a
-development's body is the only markup that comes from outside, kept to the allowlist of
+HTML5 in UTF-8 with no JavaScript. Every text from the events is plain text, shown as
+the feeds show it (markup removed, then escaped); a development's body is the only
+markup that comes from outside, kept to the allowlist of
 :mod:`feedsvc.rendering.sanitize`. Each page links its Atom, RSS and JSON feeds with
 ``<link rel="alternate">`` for autodiscovery. Nothing reads the clock, so the same
 stories always give the same bytes.
@@ -14,7 +15,10 @@ from feedsvc.domain.story import Development, FollowUp, Story
 from feedsvc.rendering.model import EntryView, FeedFormat, Scope, ScopeKind, Urls
 from feedsvc.rendering.sanitize import (
     development_html,
+    headline_text,
     occurred_html,
+    plain_html,
+    plain_text,
     recorded_html,
     text,
 )
@@ -74,17 +78,17 @@ def _feed_links(scope: Scope, urls: Urls) -> str:
 
 
 def _topic_link(label: str, urls: Urls) -> str:
-    return f'<a href="{text(urls.topic_page(slugify(label)))}">{text(label)}</a>'
+    return f'<a href="{text(urls.topic_page(slugify(label)))}">{plain_html(label)}</a>'
 
 
 def _development_link(story: Story, dev: Development, urls: Urls) -> str:
     href = f"{urls.story_page(story.slug)}#{dev.development_id}"
-    return f'<a href="{text(href)}" dir="auto">{text(dev.headline)}</a>'
+    return f'<a href="{text(href)}" dir="auto">{text(headline_text(dev))}</a>'
 
 
 def _headline(dev: Development) -> str:
     badge = '<span class="badge">Retracted</span> ' if dev.retraction is not None else ""
-    return f'{badge}<span dir="auto">{text(dev.headline)}</span>'
+    return f'{badge}<span dir="auto">{text(headline_text(dev))}</span>'
 
 
 def _article(story: Story, dev: Development, urls: Urls, *, element_id: str, in_topic: bool) -> str:
@@ -96,7 +100,7 @@ def _article(story: Story, dev: Development, urls: Urls, *, element_id: str, in_
     return (
         f'<article id="{text(element_id)}" class="{classes}">\n'
         f"<h3>{headline}</h3>\n"
-        f"{development_html(story, dev, urls, with_story=in_topic, strip_markup=False)}\n"
+        f"{development_html(story, dev, urls, with_story=in_topic, body_dir=True)}\n"
         "</article>\n"
     )
 
@@ -119,8 +123,8 @@ def render_index(stories: list[Story], urls: Urls, topics: list[tuple[str, str]]
         rows.append(
             "<article>\n"
             f'<h3><a href="{text(urls.story_page(story.slug))}" dir="auto">'
-            f"{text(story.title)}</a></h3>\n"
-            f'<p dir="auto">{text(story.summary)}</p>\n'
+            f"{plain_html(story.title)}</a></h3>\n"
+            f'<p dir="auto">{plain_html(story.summary)}</p>\n'
             f'<p class="meta">Status: {text(story.status)} · {story.development_count} developments'
             f" · updated {recorded_html(story.updated_at)}</p>\n"
             f"{latest}"
@@ -128,7 +132,7 @@ def render_index(stories: list[Story], urls: Urls, topics: list[tuple[str, str]]
             "</article>\n"
         )
     topic_rows = "".join(
-        f'<li><a href="{text(urls.topic_page(slug))}">{text(label)}</a> — '
+        f'<li><a href="{text(urls.topic_page(slug))}">{plain_html(label)}</a> — '
         + " · ".join(
             f'<a href="{text(urls.feed(Scope(ScopeKind.TOPIC, slug), fmt))}">'
             f"{_FORMAT_NAMES[fmt]}</a>"
@@ -170,9 +174,9 @@ def render_index(stories: list[Story], urls: Urls, topics: list[tuple[str, str]]
 
 
 def _followup(story: Story, followup: FollowUp, urls: Urls) -> str:
-    parts = [f'<span dir="auto">{text(followup.description)}</span>']
+    parts = [f'<span dir="auto">{plain_html(followup.description)}</span>']
     if followup.subjects:
-        parts.append(" (" + ", ".join(text(s) for s in followup.subjects) + ")")
+        parts.append(" (" + ", ".join(plain_html(s) for s in followup.subjects) + ")")
     parts.append(f'<br><span class="meta">expected since {recorded_html(followup.expected_at)}')
     related = story.developments.get(followup.development_id or "")
     if related is not None:
@@ -184,7 +188,7 @@ def _followup(story: Story, followup: FollowUp, urls: Urls) -> str:
             parts.append(f" by {_development_link(story, resolved_by, urls)}")
     parts.append("</span>")
     if followup.resolution_note:
-        parts.append(f'<br><span dir="auto">{text(followup.resolution_note)}</span>')
+        parts.append(f'<br><span dir="auto">{plain_html(followup.resolution_note)}</span>')
     return f'<li id="followup-{text(followup.followup_id)}">{"".join(parts)}</li>\n'
 
 
@@ -202,8 +206,8 @@ def render_story(story: Story, urls: Urls) -> bytes:
     resolved = "".join(_followup(story, f, urls) for f in followups if f.resolved_at is not None)
     body = (
         f'<header>\n<p><a href="{text(urls.index())}">All stories</a></p>\n'
-        f'<h1 dir="auto">{text(story.title)}</h1>\n'
-        f'<p dir="auto">{text(story.summary)}</p>\n'
+        f'<h1 dir="auto">{plain_html(story.title)}</h1>\n'
+        f'<p dir="auto">{plain_html(story.summary)}</p>\n'
         f'<p class="meta">Status: {text(story.status)} · opened'
         f" {recorded_html(story.opened_at)} · updated {recorded_html(story.updated_at)}</p>\n"
         + (f'<p class="meta">Topics: {topics}</p>\n' if topics else "")
@@ -219,7 +223,7 @@ def render_story(story: Story, urls: Urls) -> bytes:
         + (f"<ul>\n{resolved}</ul>\n" if resolved else "<p>Nothing resolved yet.</p>\n")
         + "</section>\n</main>\n"
     )
-    return _page(story.title, scope, urls, body)
+    return _page(plain_text(story.title) or story.slug, scope, urls, body)
 
 
 def render_topic(topic_slug: str, label: str, entries: list[EntryView], urls: Urls) -> bytes:
@@ -238,8 +242,8 @@ def render_topic(topic_slug: str, label: str, entries: list[EntryView], urls: Ur
     )
     body = (
         f'<header>\n<p><a href="{text(urls.index())}">All stories</a></p>\n'
-        f'<h1 dir="auto">{text(label)}</h1>\n'
+        f'<h1 dir="auto">{plain_html(label)}</h1>\n'
         f"{_feed_links(scope, urls)}"
         "</header>\n<main>\n" + (articles or "<p>No developments yet.</p>\n") + "</main>\n"
     )
-    return _page(label, scope, urls, body)
+    return _page(plain_text(label) or topic_slug, scope, urls, body)

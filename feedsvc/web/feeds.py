@@ -104,7 +104,7 @@ async def serve_document(request: web.Request) -> web.StreamResponse:
     path = request.path
     as_of = request.query.get("as_of") if request.query_string else None
     if as_of is not None:
-        doc = await runner.document_as_of(path, parse_as_of(as_of))
+        doc = await runner.document_as_of(path, parse_as_of(as_of), as_of)
     else:
         doc = await runner.document(path)
         if doc is None and "page" in request.match_info:

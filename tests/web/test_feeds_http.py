@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from lxml import etree
 
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
@@ -225,3 +226,51 @@ async def test_a_query_other_than_as_of_answers_the_document(client: Client) -> 
     assert tagged.status == 200
     assert tagged.headers["ETag"] == plain.headers["ETag"]
     assert await tagged.read() == await plain.read()
+
+
+def _xml_links(body: bytes) -> dict[str, str]:
+    """rel → href of a feed document's own links (Atom ``link``, RSS ``atom:link``)."""
+    root = etree.fromstring(body)
+    found = root.findall("{http://www.w3.org/2005/Atom}link")
+    channel = root.find("channel")
+    if channel is not None:
+        found = channel.findall("{http://www.w3.org/2005/Atom}link")
+    return {str(link.get("rel")): str(link.get("href")) for link in found}
+
+
+@pytest.mark.parametrize(
+    ("as_of", "encoded"),
+    [
+        ("2017-10-12T16:00:05Z", "2017-10-12T16%3A00%3A05Z"),
+        ("2017-10-12T12:00:05-04:00", "2017-10-12T12%3A00%3A05-04%3A00"),
+        ("2017-10-12T16:00:05+00:00", "2017-10-12T16%3A00%3A05%2B00%3A00"),
+    ],
+)
+async def test_an_as_of_document_names_its_own_url_as_self(
+    client: Client, as_of: str, encoded: str
+) -> None:
+    base = "http://127.0.0.1:8080/feeds/all"
+    for fmt in ("atom", "rss"):
+        response = await client.get(f"/feeds/all.{fmt}", params={"as_of": as_of})
+        assert response.status == 200
+        links = _xml_links(await response.read())
+        assert links["self"] == f"{base}.{fmt}?as_of={encoded}"
+        assert links["current"] == f"{base}.{fmt}"
+    js = await (await client.get("/feeds/all.json", params={"as_of": as_of})).json(
+        content_type=None
+    )
+    assert js["feed_url"] == f"{base}.json?as_of={encoded}"
+    assert js["_feedsvc"]["current_url"] == f"{base}.json"
+    live = _xml_links(await (await client.get("/feeds/all.atom")).read())
+    assert live["self"] == f"{base}.atom"
+
+
+async def test_as_of_spelt_two_ways_answers_each_with_its_own_self_link(client: Client) -> None:
+    first = await client.get("/feeds/all.atom", params={"as_of": "2017-10-12T16:00:05Z"})
+    second = await client.get("/feeds/all.atom", params={"as_of": "2017-10-12T16:00:05+00:00"})
+    again = await client.get("/feeds/all.atom", params={"as_of": "2017-10-12T16:00:05Z"})
+    first_self = _xml_links(await first.read())["self"]
+    assert first_self.endswith("?as_of=2017-10-12T16%3A00%3A05Z")
+    assert _xml_links(await second.read())["self"].endswith("%2B00%3A00")
+    assert _xml_links(await again.read())["self"] == first_self
+    assert first.headers["ETag"] != second.headers["ETag"]
