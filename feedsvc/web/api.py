@@ -49,6 +49,7 @@ from feedsvc.errors import (
     ValidationFailed,
     WrongExpectedVersion,
 )
+from feedsvc.rendering.sanitize import display_warnings
 from feedsvc.store.port import AppendResult, EventStore, Expected
 from feedsvc.web.keys import (
     METRICS,
@@ -63,6 +64,7 @@ from feedsvc.web.keys import (
 from feedsvc.web.models import (
     MAX_POSITION,
     AppendedEvent,
+    AppendWarning,
     EventPage,
     LiveQuery,
     LogCursor,
@@ -362,7 +364,19 @@ def _validate(request: web.Request, raw_events: list[Any], actor: str) -> list[V
     return valid
 
 
-def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web.Response:
+def _display_warnings(raw_events: list[Any], form: str) -> list[AppendWarning]:
+    """Where the submitted texts will not be shown as sent, pointing into the body."""
+    warnings = []
+    for index, raw in enumerate(raw_events):
+        base = {"object": "", "array": f"/{index}"}.get(form, f"/events/{index}")
+        for pointer, message in display_warnings(raw["type"], raw["data"]):
+            warnings.append(AppendWarning(pointer=base + pointer, detail=message))
+    return warnings
+
+
+def _append_answer(
+    request: web.Request, slug: str, result: AppendResult, warnings: list[AppendWarning]
+) -> web.Response:
     settings = request.app[SETTINGS]
     first_version = result.version - len(result.ids) + 1
     answer = AppendAnswer(
@@ -374,6 +388,7 @@ def _append_answer(request: web.Request, slug: str, result: AppendResult) -> web
         ],
         recorded_at=result.recorded_at,
         replayed=result.replayed,
+        warnings=warnings,
     )
     # what was created: the stream read from the first appended event on
     location = f"/api/stories/{slug}/events?from_version={first_version}"
@@ -445,7 +460,7 @@ async def append_events(request: web.Request) -> web.StreamResponse:
         metrics.append_latency.observe(time.perf_counter() - started)
         metrics.appended_events.inc(len(result.ids))
         metrics.appends.labels("written").inc()
-    return _append_answer(request, slug, result)
+    return _append_answer(request, slug, result, _display_warnings(raw_events, form))
 
 
 async def _opened_version(store: EventStore, slug: str, patience: float = 5.0) -> int:

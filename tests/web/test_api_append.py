@@ -10,7 +10,7 @@ import orjson
 from yarl import URL
 
 from feedsvc.web.keys import TOKENS
-from tests.conftest import opened, reported
+from tests.conftest import SEED, opened, reported
 from tests.web.conftest import SEED_HEAD, SEED_STREAM, Service, Start, new_id
 
 PROBLEM = "application/problem+json"
@@ -376,3 +376,35 @@ async def test_a_locked_database_is_503_with_retry_after_and_writes_nothing(
     response = await svc.append(SEED_STREAM, reported("blocked"))
     assert response.status == 201
     assert (await response.json())["version"] == SEED_HEAD + 1
+
+
+async def test_the_answer_warns_of_text_that_will_not_be_shown_as_sent(svc: Service) -> None:
+    marked = reported(
+        "marked-up",
+        headline="Court <b>rules</b> on Connecticut",
+        body="<p>The ruling.</p><script>alert(1)</script><iframe src='x'></iframe>",
+    )
+    body = [{**reported("plain-one"), "id": new_id()}, {**marked, "id": new_id()}]
+    response = await svc.append(SEED_STREAM, body)
+    assert response.status == 201, await response.text()
+    answer = await response.json()
+    warnings = {w["pointer"]: w["detail"] for w in answer["warnings"]}
+    assert set(warnings) == {"/1/data/headline", "/1/data/body"}
+    assert "Court rules on Connecticut" in warnings["/1/data/headline"]
+    assert "script" in warnings["/1/data/body"]
+    # a retry answers the original result, warnings included
+    retried = await svc.append(SEED_STREAM, body)
+    assert retried.status == 200
+    assert (await retried.json())["warnings"] == answer["warnings"]
+    plain = await svc.append(SEED_STREAM, {"events": [reported("plain-two")]})
+    assert (await plain.json())["warnings"] == []
+
+
+async def test_the_seed_story_appends_without_warnings(start: Start) -> None:
+    svc = await start(seed=None)
+    for line in SEED.read_bytes().splitlines():
+        event = orjson.loads(line)
+        submitted = {k: event[k] for k in ("id", "type", "occurred_at", "data", "metadata")}
+        response = await svc.append(event["stream"], submitted)
+        assert response.status == 201, await response.text()
+        assert (await response.json())["warnings"] == []
