@@ -3,6 +3,10 @@
 Declared once, with defaults and help; loaded from a TOML file (``config/*.toml``)
 and then ``FEEDSVC_*`` environment variables (``FEEDSVC_HTTP_PORT=8081`` sets
 ``http_port``); passed in to whatever needs it. Nothing else reads ``os.environ``.
+
+``public_base_url`` left empty follows the listening address: it is resolved once,
+here, to ``http://{http_host}:{http_port}`` (``localhost`` for a wildcard host), so
+everything else reads ``settings.public_base_url`` and finds an absolute URL.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ class Settings:
     http_host: str = _setting("127.0.0.1", "address to listen on")
     http_port: int = _setting(8080, "port to listen on")
     public_base_url: str = _setting(
-        "http://127.0.0.1:8080", "absolute base of every URL in feeds and pages"
+        "",
+        "absolute base of every URL in feeds and pages, where readers reach the service "
+        "(e.g. https://news.example.org); empty: http://<http_host>:<http_port>, with "
+        "localhost for a wildcard http_host (0.0.0.0 or ::), which no link can point at",
     )
     synchronous: str = _setting("FULL", "SQLite synchronous pragma: FULL or NORMAL")
     busy_timeout_ms: int = _setting(5000, "how long to wait for a locked database")
@@ -57,6 +64,15 @@ class Settings:
     sse_queue: int = _setting(1000, "events buffered per SSE client before it is dropped")
     log_level: str = _setting("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
     log_json: bool = _setting(True, "structured JSON logs (false: plain text)")
+    public_base_url_derived: bool = field(default=False, init=False)
+    """True when ``public_base_url`` was not set and follows ``http_host`` and
+    ``http_port``; False when it was set explicitly (config file, environment or
+    argument)."""
+
+    def __post_init__(self) -> None:
+        if not self.public_base_url:
+            object.__setattr__(self, "public_base_url", listening_url(self))
+            object.__setattr__(self, "public_base_url_derived", True)
 
     @property
     def database_path(self) -> Path:
@@ -83,7 +99,7 @@ class Settings:
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
         env = os.environ if environ is None else environ
-        for name in (f.name for f in fields(cls)):
+        for name in _names():
             key = f"FEEDSVC_{name.upper()}"
             if key in env:
                 values[name] = env[key]
@@ -92,7 +108,7 @@ class Settings:
 
     @classmethod
     def _build(cls, values: dict[str, Any], base: Path) -> Settings:
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if f.init}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
@@ -110,7 +126,10 @@ class Settings:
         return settings
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with some settings changed."""
+        """A copy with some settings changed. A derived ``public_base_url`` is derived
+        again (it follows a changed ``http_host`` or ``http_port``)."""
+        if self.public_base_url_derived and "public_base_url" not in changes:
+            changes["public_base_url"] = ""
         return dataclasses.replace(self, **changes)
 
 
@@ -140,6 +159,26 @@ def _coerce(name: str, value: Any, default: Any, base: Path) -> Any:
         ) from None
 
 
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+"""Listening addresses that mean "every interface": no link can point at them."""
+
+
+def listening_url(settings: Settings) -> str:
+    """``http://{http_host}:{http_port}``, the base URL a derived ``public_base_url``
+    takes: ``localhost`` for a wildcard host, an IPv6 address in brackets."""
+    host = settings.http_host.strip()
+    if host in WILDCARD_HOSTS:
+        host = "localhost"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}"
+
+
+def _names() -> list[str]:
+    """The names of the settings one may set (file, environment, arguments)."""
+    return [f.name for f in fields(Settings) if f.init]
+
+
 def describe() -> list[tuple[str, Any, str]]:
     """Every setting with its default and help, for ``--help`` and the README."""
-    return [(f.name, f.default, f.metadata["help"]) for f in fields(Settings)]
+    return [(f.name, f.default, f.metadata["help"]) for f in fields(Settings) if f.init]

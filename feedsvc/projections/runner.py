@@ -40,17 +40,16 @@ from feedsvc.domain.events import RecordedEvent, format_recorded_at
 from feedsvc.projections.documents import Document
 from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect, finish_building
-from feedsvc.rendering.model import FeedFormat, Scope, Urls
+from feedsvc.rendering.model import FeedFormat, Scope, ScopeKind, Urls
 from feedsvc.settings import Settings
 from feedsvc.store.port import EventStore
+from feedsvc.urls import parse_path
 
 log = logging.getLogger("feedsvc.projections")
 T = TypeVar("T")
 
 BATCH = 1000
 _GENERATION = re.compile(r"^gen-(\d+)\.sqlite3$")
-_STORY_PATH = re.compile(r"^/(?:feeds/)?stories/([a-z0-9-]+)(?:[./]|$)")
-_ARCHIVE_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)/archive/([1-9][0-9]*)\.")
 ARCHIVES_PER_RUN = 100
 GATHER_S = 0.025
 GATHER_EVENTS = 100
@@ -62,32 +61,42 @@ RENDER_BUDGET_S = 0.25
 """How long one run of the documents job may render before it yields: the job keeps an
 idle server's documents rendered without taking the CPU from appends under load (a
 request renders what it asks for itself)."""
-_FEED_PATH = re.compile(r"^/feeds/(all|(?:stories|topics)/[a-z0-9-]+)\.(atom|rss|json)$")
-_PAGE_PATH = re.compile(r"^/(stories|topics)/([a-z0-9-]+)$")
 
 
 def item_of(path: str) -> str | None:
     """The render item that writes the document at ``path`` (None for archives and
     paths that are not documents)."""
-    if path == "/":
+    found = parse_path(path)
+    if found is None or found.document == "archive":
+        return None
+    if found.document == "index":
         return "index"
-    if match := _FEED_PATH.match(path):
-        return f"feed:{match[1]}"
-    if match := _PAGE_PATH.match(path):
-        return f"story:{match[2]}" if match[1] == "stories" else f"feed:topics/{match[2]}"
-    return None
+    if found.document == "page" and found.scope == ScopeKind.STORY:
+        return f"story:{found.key}"
+    return f"feed:{Scope(ScopeKind(found.scope), found.key).name}"  # a feed, a topic page
 
 
 def feed_of(path: str) -> tuple[Scope, FeedFormat] | None:
     """The scope and format of a subscription feed document path."""
-    match = _FEED_PATH.match(path)
-    return (Scope.from_name(match[1]), FeedFormat(match[2])) if match else None
+    found = parse_path(path)
+    if found is None or found.document != "feed" or found.fmt is None:
+        return None
+    return Scope(ScopeKind(found.scope), found.key), FeedFormat(found.fmt)
+
+
+def story_of(path: str) -> str | None:
+    """The story (stream) a story's page, feed or archive page belongs to; None for
+    other paths."""
+    found = parse_path(path)
+    return found.key if found is not None and found.scope == ScopeKind.STORY else None
 
 
 def archive_of(path: str) -> tuple[Scope, int] | None:
     """The (scope, page) an archive document path names, if it names one."""
-    match = _ARCHIVE_PATH.match(path)
-    return (Scope.from_name(match[1]), int(match[2])) if match else None
+    found = parse_path(path)
+    if found is None or found.document != "archive" or found.page is None:
+        return None
+    return Scope(ScopeKind(found.scope), found.key), found.page
 
 
 _PROJECTIONS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-projections")
@@ -584,12 +593,11 @@ class ProjectionRunner:
         built from the events recorded up to then. ``as_sent`` is the ``as_of`` value
         as the request spelt it: a feed's self link names ``?as_of=<as_sent>``."""
         position = await self.store.position_at(format_recorded_at(moment))
-        match = _STORY_PATH.match(path)
         key = (position, path, as_sent)
         if key in self._as_of:
             self._as_of.move_to_end(key)
             return self._as_of[key]
-        stream = match[1] if match else None
+        stream = story_of(path)
         events: list[RecordedEvent] = []
         after = 0
         while True:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from feedsvc.domain.story import Development, Story
+from feedsvc.urls import Route, document_routes
 
 if TYPE_CHECKING:
     from feedsvc.rendering.feeds import EntryCache
@@ -82,21 +83,17 @@ def feed_id(scope: Scope) -> str:
     return "urn:uuid:" + str(uuid.uuid5(ENTRY_NAMESPACE, f"feed:{scope.name}"))
 
 
+_DOCUMENTS: dict[tuple[str, str], Route] = {
+    (route.scope, route.document): route for route in document_routes() if route.document
+}
+"""The document routes by (scope kind, document kind): ``("topics", "archive")``."""
+
+
 @dataclass(frozen=True)
 class Urls:
-    """Every public URL of the service, built from the configured base URL.
-
-    URL scheme (stable; listed on the index page and in the README)::
-
-        /                                   index page (HTML)
-        /stories/<slug>                     a story's timeline (HTML)
-        /topics/<topic>                     a topic's developments (HTML)
-        /feeds/all.<fmt>                    every story
-        /feeds/stories/<slug>.<fmt>         one story
-        /feeds/topics/<topic>.<fmt>         one topic
-        /feeds/.../archive/<n>.<fmt>        RFC 5005 archive page n (1 = oldest)
-
-    where ``<fmt>`` is ``atom``, ``rss`` or ``json``.
+    """Every public URL of the service, built from the configured base URL and the
+    URL scheme declared once in :mod:`feedsvc.urls` (whose :func:`~feedsvc.urls.parse_path`
+    takes these paths apart again).
     """
 
     base: str
@@ -106,15 +103,15 @@ class Urls:
 
     def index(self) -> str:
         """The index page."""
-        return self.base + "/"
+        return self.base + _DOCUMENTS["all", "index"].path()
 
     def story_page(self, slug: str) -> str:
         """A story's HTML timeline."""
-        return f"{self.base}/stories/{slug}"
+        return self.base + _DOCUMENTS["stories", "page"].path(slug=slug)
 
     def topic_page(self, topic: str) -> str:
         """A topic's HTML page."""
-        return f"{self.base}/topics/{topic}"
+        return self.base + _DOCUMENTS["topics", "page"].path(topic=topic)
 
     def html(self, scope: Scope) -> str:
         """The HTML page a scope's feed is the alternate of."""
@@ -126,10 +123,8 @@ class Urls:
 
     def feed_path(self, scope: Scope, fmt: FeedFormat, archive: int | None = None) -> str:
         """The path (no host) of a feed document."""
-        stem = "/feeds/all" if scope.kind is ScopeKind.ALL else f"/feeds/{scope.name}"
-        if archive is not None:
-            return f"{stem}/archive/{archive}.{fmt.value}"
-        return f"{stem}.{fmt.value}"
+        route = _DOCUMENTS[scope.kind.value, "feed" if archive is None else "archive"]
+        return route.path(slug=scope.key, topic=scope.key, fmt=fmt.value, page=archive)
 
     def feed(self, scope: Scope, fmt: FeedFormat, archive: int | None = None) -> str:
         """The absolute URL of a feed document."""

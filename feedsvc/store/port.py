@@ -22,8 +22,14 @@ Expected = int | Literal["any", "no_stream"]
 class AppendResult:
     """What an append did: the stream's version after it, and each event's place.
 
+    ``recorded_at`` is the first event's ``recorded_at``. Every event gets its own,
+    strictly increasing with position: each next event of the append is one
+    microsecond after the one before, and no two events in the log share one (so
+    no two feed entries changed by different events share an ``updated``).
+
     ``replayed`` is true when every event id was already in the log with the same
-    content: nothing was written and this is the original result.
+    content: nothing was written and this is the original result (the same
+    positions, version and ``recorded_at`` as first answered).
     """
 
     stream: str
@@ -65,6 +71,10 @@ class EventStore(ABC):
         self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
     ) -> AppendResult:
         """Append ``events`` to ``stream`` atomically, after checking ``expected``.
+
+        Each event is recorded at its own time: the first at the later of now and
+        one microsecond after the log's last ``recorded_at``, each next one a
+        microsecond later, also across the appends of one group commit.
 
         Idempotent by event id: if every id is already in the log with the same
         content (stream, type, schema version, occurred_at, data) the original result

@@ -23,13 +23,18 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
 
-from feedsvc.domain.events import RecordedEvent, ValidEvent, format_recorded_at
+from feedsvc.domain.events import (
+    RecordedEvent,
+    ValidEvent,
+    format_recorded_at,
+    parse_recorded_at,
+)
 from feedsvc.errors import (
     DuplicateEventId,
     ImportFailed,
@@ -98,6 +103,33 @@ T = TypeVar("T")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_TICK = timedelta(microseconds=1)
+
+
+class _RecordedClock:
+    """Hands out the ``recorded_at`` of a group's events, one per event.
+
+    The first is the later of now and one microsecond after the log's last
+    ``recorded_at``; each next one is a microsecond after the one before. So no two
+    events share a ``recorded_at``, and it never goes back (``as_of`` stays a log
+    prefix).
+    """
+
+    def __init__(self, now: datetime, last_recorded: str) -> None:
+        start = now
+        if last_recorded:
+            start = max(now, parse_recorded_at(last_recorded) + _TICK)
+        self._next = start
+
+    def take(self, count: int) -> list[str]:
+        """The ``recorded_at`` of the next ``count`` events, in order."""
+        stamps: list[str] = []
+        for _ in range(count):
+            stamps.append(format_recorded_at(self._next))
+            self._next += _TICK
+        return stamps
 
 
 @dataclass
@@ -401,16 +433,12 @@ class SQLiteEventStore(EventStore):
             )
             existing.update({row[0]: tuple(row) for row in conn.execute(sql, chunk)})
 
-        now = format_recorded_at(_now())
-        recorded_at = max(now, last_recorded)  # never goes back: as_of is a log prefix
+        clock = _RecordedClock(_now(), last_recorded)
         outcomes: list[AppendResult | BaseException] = []
         rows: list[tuple[object, ...]] = []
-        taken: set[str] = set()
         for request in batch:
             try:
-                outcome, new_rows = self._decide_one(
-                    request, head, versions, existing, taken, recorded_at
-                )
+                outcome, new_rows = self._decide_one(request, head, versions, existing, clock)
             except StoreError as e:
                 outcomes.append(e)
                 continue
@@ -419,7 +447,9 @@ class SQLiteEventStore(EventStore):
                 rows.extend(new_rows)
                 head = int(new_rows[-1][0])  # type: ignore[call-overload]
                 versions[request.stream] = outcome.version
-                taken.update(e.id for e in request.events)
+                # a later request of this group that resends these ids is a replay
+                for p, i, st, v, t, sv, occ, rec, data, _ in new_rows:
+                    existing[str(i)] = (i, p, st, v, t, sv, occ, data, rec)
         return outcomes, rows
 
     def _decide_one(
@@ -428,12 +458,11 @@ class SQLiteEventStore(EventStore):
         head: int,
         versions: dict[str, int],
         existing: dict[str, tuple[object, ...]],
-        taken: set[str],
-        recorded_at: str,
+        clock: _RecordedClock,
     ) -> tuple[AppendResult, list[tuple[object, ...]]]:
         stream, events = request.stream, request.events
         seen = [existing.get(e.id) for e in events]
-        if any(row is not None for row in seen) or any(e.id in taken for e in events):
+        if any(row is not None for row in seen):
             return self._replay(stream, events, seen), []
         if len({e.id for e in events}) != len(events):
             dup = next(e.id for i, e in enumerate(events) if e.id in {x.id for x in events[:i]})
@@ -445,7 +474,8 @@ class SQLiteEventStore(EventStore):
         ):
             raise WrongExpectedVersion(stream, expected, current)
         rows: list[tuple[object, ...]] = []
-        for offset, event in enumerate(events, start=1):
+        stamps = clock.take(len(events))
+        for offset, (event, recorded_at) in enumerate(zip(events, stamps, strict=True), start=1):
             rows.append(
                 (
                     head + offset,
@@ -466,7 +496,7 @@ class SQLiteEventStore(EventStore):
                 version=current + len(events),
                 ids=tuple(e.id for e in events),
                 positions=tuple(head + i for i in range(1, len(events) + 1)),
-                recorded_at=recorded_at,
+                recorded_at=stamps[0],
             ),
             rows,
         )
@@ -477,7 +507,7 @@ class SQLiteEventStore(EventStore):
     ) -> AppendResult:
         positions: list[int] = []
         version = 0
-        recorded_at = ""
+        first: tuple[int, str] | None = None
         for event, row in zip(events, seen, strict=True):
             if row is None:
                 # part of the request is new, part already written: not a replay
@@ -497,13 +527,14 @@ class SQLiteEventStore(EventStore):
                 raise DuplicateEventId(event.id)
             positions.append(int(position))  # type: ignore[call-overload]
             version = max(version, int(r_version))  # type: ignore[call-overload]
-            recorded_at = str(r_rec)
+            if first is None or int(position) < first[0]:  # type: ignore[call-overload]
+                first = (int(position), str(r_rec))  # type: ignore[call-overload]
         return AppendResult(
             stream=stream,
             version=version,
             ids=tuple(e.id for e in events),
             positions=tuple(positions),
-            recorded_at=recorded_at,
+            recorded_at=first[1] if first else "",
             replayed=True,
         )
 

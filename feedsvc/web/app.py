@@ -84,10 +84,21 @@ async def serve(settings: Settings) -> None:
         raise FeedsvcError(
             f"cannot listen on {settings.http_host}:{settings.http_port}: {e.strerror}"
         ) from e
-    log.info("feedsvc listening on http://%s:%s/", settings.http_host, settings.http_port)
+    origin = (
+        "derived from http_host and http_port"
+        if settings.public_base_url_derived
+        else "set by public_base_url"
+    )
+    log.info(
+        "feedsvc listening on %s:%s, public base URL %s (%s)",
+        settings.http_host,
+        settings.http_port,
+        settings.public_base_url,
+        origin,
+    )
     print(
-        f"feedsvc: serving {settings.public_base_url}/ "
-        f"(listening on {settings.http_host}:{settings.http_port}); Ctrl-C to stop",
+        f"feedsvc: serving {settings.public_base_url}/ (public base URL {origin}; "
+        f"listening on {settings.http_host}:{settings.http_port}); Ctrl-C to stop",
         flush=True,
     )
     stop = asyncio.Event()

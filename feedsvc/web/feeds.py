@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 
 from feedsvc.errors import FieldProblem, NotFound, ValidationFailed
 from feedsvc.projections.documents import Document
+from feedsvc.urls import document_routes
 from feedsvc.web.keys import PROJECTIONS, SETTINGS
 
 if TYPE_CHECKING:
@@ -243,20 +244,6 @@ def _not_found(request: web.Request) -> NotFound:
     )
 
 
-FEED_FORMATS = "{fmt:atom|rss|json}"
-SLUG = "{slug:[a-z0-9]+(?:-[a-z0-9]+)*}"
-TOPIC = "{topic:[a-z0-9]+(?:-[a-z0-9]+)*}"
-PAGE = "{page:[1-9][0-9]*}"
-
-DOCUMENT_ROUTES = [
-    "/",
-    f"/stories/{SLUG}",
-    f"/topics/{TOPIC}",
-    f"/feeds/all.{FEED_FORMATS}",
-    f"/feeds/all/archive/{PAGE}.{FEED_FORMATS}",
-    f"/feeds/stories/{SLUG}.{FEED_FORMATS}",
-    f"/feeds/stories/{SLUG}/archive/{PAGE}.{FEED_FORMATS}",
-    f"/feeds/topics/{TOPIC}.{FEED_FORMATS}",
-    f"/feeds/topics/{TOPIC}/archive/{PAGE}.{FEED_FORMATS}",
-]
-"""Every path served from the read model's documents."""
+DOCUMENT_ROUTES = [route.aiohttp_path for route in document_routes()]
+"""Every path served from the read model's documents, as aiohttp routes it (from
+the table in :mod:`feedsvc.urls`)."""

@@ -1,4 +1,4 @@
-"""Every route of the service, in one place.
+"""Every route of the service, registered from the table in :mod:`feedsvc.urls`.
 
 Each handler is registered wrapped in :func:`feedsvc.web.ops.observed` (request id,
 problem+json errors, metrics, access log), and a last resource catches every request
@@ -12,27 +12,35 @@ from collections.abc import Iterator
 
 from aiohttp import hdrs, web
 
+from feedsvc import urls
 from feedsvc.web import api, feeds, openapi, ops
 from feedsvc.web.ops import Handler
 
 
 def setup(app: web.Application) -> None:
-    """Register every route, then the resource that answers unmatched requests (it
-    must come last: a route registered after it under ``/`` would never be reached)."""
-    add(app, "GET", "/healthz", ops.healthz)
-    add(app, "GET", "/readyz", ops.readyz)
-    add(app, "GET", "/metrics", ops.metrics)
-    add(app, "GET", "/api/openapi.json", openapi.openapi_json)
-    add(app, "POST", "/api/stories/{slug}/events", api.append_events)
-    add(app, "GET", "/api/stories/{slug}/events", api.read_stream)
-    add(app, "GET", "/api/events", api.read_log)
-    add(app, "GET", "/api/events/live", api.live, allow_head=False)
+    """Register every route of :data:`feedsvc.urls.ROUTES`, in its order, then the
+    resource that answers unmatched requests (it must come last: a route registered
+    after it under ``/`` would never be reached)."""
     cached = feeds.CachedDocuments(app)
-    for path in feeds.DOCUMENT_ROUTES:
+    for route in urls.ROUTES:
+        if route.document is None:
+            add(app, route.method, route.aiohttp_path, handler(route), allow_head=route.head)
+            continue
+        path = route.aiohttp_path
         resource = RememberedPaths(path) if "{" in path else web.PlainResource(path)
         app.router.register_resource(resource)
-        add(app, "GET", resource, feeds.serve_document, fast=cached.answer)
+        add(app, route.method, resource, handler(route), fast=cached.answer)
     app.router.register_resource(Unmatched(app))
+
+
+_MODULES = {"api": api, "feeds": feeds, "openapi": openapi, "ops": ops}
+
+
+def handler(route: urls.Route) -> Handler:
+    """The handler a route names (``module.function`` in :mod:`feedsvc.web`)."""
+    module, _, name = route.handler.partition(".")
+    found: Handler = getattr(_MODULES[module], name)
+    return found
 
 
 def add(

@@ -130,6 +130,8 @@ def test_atom_has_every_required_element(make_view: ViewMaker, urls: Urls) -> No
         self_url = urls.feed(view.scope, FeedFormat.ATOM, view.archive)
         assert links[("self", "application/atom+xml")] == self_url
         assert links[("alternate", "text/html")] == urls.html(view.scope)
+        updated = [e.findtext(f"{ATOM}updated") for e in root.iterfind(f"{ATOM}entry")]
+        assert len(set(updated)) == len(updated), "two entries share one atom:updated"
         for entry in root.iterfind(f"{ATOM}entry"):
             for name in ("id", "title", "updated"):
                 assert len(entry.findall(f"{ATOM}{name}")) == 1, name
@@ -177,6 +179,8 @@ def test_json_feed_validates_against_the_json_feed_schema(make_view: ViewMaker) 
         doc = json_doc(render_json(view))
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
         assert errors == []
+        modified = [item["date_modified"] for item in doc["items"]]
+        assert len(set(modified)) == len(modified), "two items share one date_modified"
         assert doc["version"] == "https://jsonfeed.org/version/1.1"
         assert len(doc["items"]) == len(view.entries)
 

@@ -7,13 +7,21 @@ empty store) and ``reopen`` (close it and open the same database again).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 
-from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
+from feedsvc.domain.events import (
+    RecordedEvent,
+    ValidEvent,
+    parse_recorded_at,
+    validate_new_event,
+)
 from feedsvc.errors import DuplicateEventId, ImportFailed, WrongExpectedVersion
 from feedsvc.store.port import EventStore
 from tests.conftest import opened, reported
@@ -46,6 +54,45 @@ class EventStoreContract:
         assert stamps == sorted(stamps)
         assert all(s.endswith("Z") for s in stamps)
 
+    async def test_each_event_of_an_append_has_its_own_recorded_at(self, store: EventStore) -> None:
+        result = await store.append(
+            "a", [valid(opened("a")), valid(reported("d1")), valid(reported("d2"))]
+        )
+        stamps = [e.recorded_at for e in await store.read_all(0, 10)]
+        assert len(set(stamps)) == 3 and stamps == sorted(stamps)
+        assert result.recorded_at == stamps[0]
+        moments = [parse_recorded_at(s) for s in stamps]
+        assert [b - a for a, b in itertools.pairwise(moments)] == [timedelta(microseconds=1)] * 2
+
+    async def test_appends_sharing_a_group_commit_get_distinct_recorded_at(
+        self, store: EventStore
+    ) -> None:
+        results = await asyncio.gather(
+            *[
+                store.append(f"s{n}", [valid(opened(f"s{n}")), valid(reported(f"d{n}"))])
+                for n in range(20)
+            ]
+        )
+        events = await store.read_all(0, 100)
+        stamps = [e.recorded_at for e in events]
+        assert len(set(stamps)) == 40 and stamps == sorted(stamps)
+        by_position = {e.position: e.recorded_at for e in events}
+        assert all(r.recorded_at == by_position[r.positions[0]] for r in results)
+
+    async def test_recorded_at_continues_after_a_later_imported_time(
+        self, store: EventStore, seed_events: list[RecordedEvent]
+    ) -> None:
+        future = "2999-01-01T00:00:00.000000Z"
+        await store.import_events([dataclasses.replace(seed_events[0], recorded_at=future)])
+        result = await store.append("a", [valid(opened("a")), valid(reported("d1"))])
+        stamps = [e.recorded_at for e in await store.read_all(0, 10)]
+        assert stamps == [
+            future,
+            "2999-01-01T00:00:00.000001Z",
+            "2999-01-01T00:00:00.000002Z",
+        ]
+        assert result.recorded_at == "2999-01-01T00:00:00.000001Z"
+
     async def test_expected_version_is_enforced(self, store: EventStore) -> None:
         await store.append("a", [valid(opened("a"))], "no_stream")
         with pytest.raises(WrongExpectedVersion) as info:
@@ -69,7 +116,24 @@ class EventStoreContract:
         again = await store.append("a", events, "no_stream")
         assert again.replayed and not first.replayed
         assert (again.positions, again.version) == (first.positions, first.version)
+        assert again.recorded_at == first.recorded_at
         assert await store.head() == 1
+
+    async def test_a_replay_of_several_events_answers_the_first_recorded_at(
+        self, store: EventStore
+    ) -> None:
+        events = [valid(opened("a")), valid(reported("d1")), valid(reported("d2"))]
+        first = await store.append("a", events)
+        again = await store.append("a", events)
+        assert again.replayed
+        assert again == dataclasses.replace(first, replayed=True)
+
+    async def test_the_same_append_twice_in_one_group_is_a_replay(self, store: EventStore) -> None:
+        events = [valid(opened("a")), valid(reported("d1"))]
+        one, two = await asyncio.gather(store.append("a", events), store.append("a", events))
+        assert {one.replayed, two.replayed} == {False, True}
+        assert dataclasses.replace(one, replayed=False) == dataclasses.replace(two, replayed=False)
+        assert await store.head() == 2
 
     async def test_reused_id_with_other_content_is_a_conflict(self, store: EventStore) -> None:
         event_id = str(uuid.uuid4())

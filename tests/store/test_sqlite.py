@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,6 +55,15 @@ async def reopen(
 
 class TestSQLiteContract(EventStoreContract):
     """The contract, against a real SQLite file."""
+
+
+async def test_a_shared_group_commit_still_records_each_event_apart(
+    store: SQLiteEventStore,
+) -> None:
+    await asyncio.gather(*[store.append(f"s{n}", [valid(opened(f"s{n}"))]) for n in range(20)])
+    assert max(store.group_sizes) > 1  # some appends did share one transaction
+    stamps = [e.recorded_at for e in await store.read_all(0, 100)]
+    assert len(set(stamps)) == 20 and stamps == sorted(stamps)
 
 
 async def test_the_database_itself_refuses_update_and_delete(store: SQLiteEventStore) -> None:

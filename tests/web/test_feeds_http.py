@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from html.parser import HTMLParser
 from typing import Any
+from xml.etree import ElementTree
 
 import brotli
 import feedparser
@@ -21,6 +22,7 @@ from feedsvc.settings import Settings
 from feedsvc.web.app import create_app
 from feedsvc.web.keys import PROJECTIONS, SERVICE
 from tests.conftest import JSONFEED_SCHEMA, SEED_STREAM, reported
+from tests.web.conftest import Service
 
 Client = TestClient[web.Request, web.Application]
 ClientMaker = Callable[[web.Application], Awaitable[Client]]
@@ -51,11 +53,14 @@ async def test_every_scope_and_format_is_valid(client: Client, scope: str, fmt: 
         jsonschema.validate(doc, JSONFEED)
         assert doc["feed_url"] == f"http://127.0.0.1:8080{scope}.json"
         assert doc["items"]
+        distinct_updated(body, fmt)
     else:
         feed = feedparser.parse(body)
         assert not feed.bozo, feed.get("bozo_exception")
         assert feed.entries
         assert all(e.link.startswith("http://127.0.0.1:8080/stories/") for e in feed.entries)
+        if fmt == "atom":
+            distinct_updated(body, fmt)
 
 
 async def test_entry_ids_are_the_same_in_every_format_and_scope(client: Client) -> None:
@@ -274,3 +279,61 @@ async def test_as_of_spelt_two_ways_answers_each_with_its_own_self_link(client: 
     assert _xml_links(await second.read())["self"].endswith("%2B00%3A00")
     assert _xml_links(await again.read())["self"] == first_self
     assert first.headers["ETag"] != second.headers["ETag"]
+
+
+ATOM_NS = "{http://www.w3.org/2005/Atom}"
+
+
+def distinct_updated(body: bytes, fmt: str) -> list[str]:
+    """Every entry's atom:updated (Atom) or date_modified (JSON Feed), asserting that no
+    two entries share one (the W3C validator warns when two do)."""
+    if fmt == "atom":
+        root = ElementTree.fromstring(body)
+        stamps = [e.findtext(f"{ATOM_NS}updated") or "" for e in root.iter(f"{ATOM_NS}entry")]
+    else:
+        stamps = [item["date_modified"] for item in json.loads(body)["items"]]
+    assert stamps and all(stamps)
+    assert len(set(stamps)) == len(stamps), stamps
+    return stamps
+
+
+async def test_events_appended_together_give_their_entries_distinct_updated(
+    svc: Service,
+) -> None:
+    quoted = "jepsen-letter-to-justice-department"
+    response = await svc.append(
+        SEED_STREAM,
+        [
+            reported("together-one", headline="First of a pair", topics=["immigration"]),
+            reported("together-two", headline="Second of a pair", topics=["immigration"]),
+            {
+                "type": "quote.attributed",
+                "occurred_at": "2017-10-13",
+                "data": {
+                    "quote_id": "together-quote",
+                    "development_id": quoted,
+                    "speaker": "George Jepsen",
+                    "text": "Said on the same day as the pair.",
+                },
+            },
+        ],
+    )
+    assert response.status == 201, await response.text()
+    answer = await response.json()
+    assert await svc.app[PROJECTIONS].wait_for(answer["events"][-1]["position"], timeout=30)
+
+    paths = [f"{scope}.{fmt}" for scope in SCOPES for fmt in ("atom", "json")]
+    before: dict[str, bytes] = {}
+    for path in paths:
+        got = await svc.client.get(path)
+        assert got.status == 200
+        body = await got.read()
+        assert b"First of a pair" in body and b"Second of a pair" in body, path
+        assert b"Said on the same day as the pair." in body, path
+        distinct_updated(body, path.rsplit(".", 1)[1])
+        before[path] = body
+    # RSS has no per-entry updated (pubDate is when first published, to the second)
+
+    await svc.app[PROJECTIONS].rebuild()
+    for path in paths:
+        assert await (await svc.client.get(path)).read() == before[path], path
