@@ -85,7 +85,8 @@ class AppendResult(_Answer):
     events: list[AppendedEvent]
     recorded_at: str = Field(
         json_schema_extra={"format": "date-time"},
-        description="When the log recorded the first of these events.",
+        description="When the log recorded the first of these events (each next one is "
+        "recorded at least a microsecond later).",
     )
     replayed: bool = Field(
         description="True when these events were already appended: nothing was written "

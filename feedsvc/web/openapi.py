@@ -30,6 +30,7 @@ from feedsvc.domain.events import (
 )
 from feedsvc.domain.schemas import schema_files
 from feedsvc.settings import Settings
+from feedsvc.urls import FEED_FORMATS, PARAMETERS, document_routes
 from feedsvc.web.keys import SETTINGS
 from feedsvc.web.models import (
     ANSWER_MODELS,
@@ -48,7 +49,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _REF = "#/components/schemas/"
 PROBLEM = "application/problem+json"
 JSON = "application/json"
-FEED_FORMATS = ("atom", "rss", "json")
 FEED_MEDIA = {
     "application/atom+xml": {"schema": {"type": "string"}},
     "application/rss+xml": {"schema": {"type": "string"}},
@@ -284,7 +284,7 @@ def _parameters() -> dict[str, Any]:
             "name": "slug",
             "in": "path",
             "required": True,
-            "description": "The story's slug (its stream).",
+            "description": PARAMETERS["slug"].what,
             "schema": _ref("Slug"),
             "example": "ct-doj-section-1373-compliance",
         },
@@ -292,7 +292,7 @@ def _parameters() -> dict[str, Any]:
             "name": "topic",
             "in": "path",
             "required": True,
-            "description": "A topic in URL form (lowercase, hyphens).",
+            "description": PARAMETERS["topic"].what,
             "schema": _ref("Slug"),
             "example": "federal-grants",
         },
@@ -300,14 +300,14 @@ def _parameters() -> dict[str, Any]:
             "name": "fmt",
             "in": "path",
             "required": True,
-            "description": "atom: Atom 1.0; rss: RSS 2.0; json: JSON Feed 1.1.",
+            "description": PARAMETERS["fmt"].what,
             "schema": {"type": "string", "enum": list(FEED_FORMATS)},
         },
         "page": {
             "name": "page",
             "in": "path",
             "required": True,
-            "description": "The archive page (RFC 5005); 1 holds the oldest entries.",
+            "description": PARAMETERS["page"].what,
             "schema": {"type": "integer", "minimum": 1},
         },
         "If-Match": {
@@ -651,38 +651,13 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
-        "/": _page_get("Index page: every story"),
-        "/stories/{slug}": _page_get("A story's readable timeline", "slug"),
-        "/topics/{topic}": _page_get("The stories of one topic", "topic"),
-        "/feeds/all.{fmt}": _feed_get("Feed of all stories", "fmt"),
-        "/feeds/stories/{slug}.{fmt}": _feed_get("Feed of one story", "slug", "fmt"),
-        "/feeds/topics/{topic}.{fmt}": _feed_get("Feed of one topic", "topic", "fmt"),
-        "/feeds/all/archive/{page}.{fmt}": _feed_get(
-            "Archive page of the feed of all stories", "page", "fmt"
-        ),
-        "/feeds/stories/{slug}/archive/{page}.{fmt}": _feed_get(
-            "Archive page of one story's feed", "slug", "page", "fmt"
-        ),
-        "/feeds/topics/{topic}/archive/{page}.{fmt}": _feed_get(
-            "Archive page of one topic's feed", "topic", "page", "fmt"
-        ),
+        **{
+            r.template: (_feed_get if r.document in ("feed", "archive") else _page_get)(
+                r.what, *r.parameters
+            )
+            for r in document_routes()
+        },
     }
-
-
-FEED_PATHS = frozenset(
-    {
-        "/",
-        "/stories/{slug}",
-        "/topics/{topic}",
-        "/feeds/all.{fmt}",
-        "/feeds/stories/{slug}.{fmt}",
-        "/feeds/topics/{topic}.{fmt}",
-        "/feeds/all/archive/{page}.{fmt}",
-        "/feeds/stories/{slug}/archive/{page}.{fmt}",
-        "/feeds/topics/{topic}/archive/{page}.{fmt}",
-    }
-)
-"""The paths of the feed and page routes, which their own module registers."""
 
 
 def _as_submitted(recorded: dict[str, Any]) -> dict[str, Any]:
