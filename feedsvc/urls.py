@@ -55,7 +55,9 @@ PARAMETERS: dict[str, Parameter] = {
         "fmt", "|".join(FEED_FORMATS), "atom: Atom 1.0; rss: RSS 2.0; json: JSON Feed 1.1."
     ),
     "page": Parameter(
-        "page", "[1-9][0-9]*", "The archive page (RFC 5005); 1 holds the oldest entries."
+        "page",
+        "[1-9][0-9]{0,17}",
+        "The archive page (RFC 5005); 1 holds the oldest entries.",
     ),
 }
 """The parameters of the document routes, by name. The API routes take any path

@@ -24,7 +24,6 @@ from pydantic.json_schema import models_json_schema
 
 from feedsvc.domain.events import (
     CURRENT_VERSIONS,
-    EVENT_TYPES,
     OCCURRED_PATTERN,
     SLUG_PATTERN,
 )
@@ -108,61 +107,47 @@ def event_schemas() -> dict[str, Any]:
 
 
 def _new_event_schema() -> dict[str, Any]:
-    """An event as a client submits it; its data checked by type and schema version."""
-    rules = []
+    """An event as a client submits it: one variant per event type and schema version,
+    its data checked by that version's schema."""
+    variants = []
     for file_name in schema_files():
         if file_name == "metadata.json":
             continue
         base = file_name.removesuffix(".json")
         type_name, _, version_text = base.rpartition(".v")
         version = int(version_text)
-        versions: list[dict[str, Any]] = [
-            {"required": ["schema_version"], "properties": {"schema_version": {"const": version}}}
-        ]
-        if version == CURRENT_VERSIONS[type_name]:
-            versions.append({"not": {"required": ["schema_version"]}})
-        rules.append(
+        current = version == CURRENT_VERSIONS[type_name]
+        variants.append(
             {
-                "if": {
-                    "required": ["type"],
-                    "properties": {"type": {"const": type_name}},
-                    "anyOf": versions,
+                "type": "object",
+                "title": f"{type_name}, schema version {version}",
+                "required": ["type", "occurred_at", "data"]
+                + ([] if current else ["schema_version"]),
+                "additionalProperties": False,
+                "properties": {
+                    "id": {
+                        "type": "string",
+                        "format": "uuid",
+                        "description": "The idempotency key: give one to retry safely (the "
+                        "same id and content answer the original result). Generated when "
+                        "left out.",
+                    },
+                    "type": {"const": type_name},
+                    "schema_version": {"const": version},
+                    "occurred_at": _ref("OccurredAt"),
+                    "data": _ref(base),
+                    "metadata": _ref("EventMetadata"),
                 },
-                "then": {"properties": {"data": _ref(base)}},
-            }
-        )
-    for type_name in sorted(CURRENT_VERSIONS):
-        versions_of = sorted(v for (n, v) in EVENT_TYPES if n == type_name)
-        rules.append(
-            {
-                "if": {"required": ["type"], "properties": {"type": {"const": type_name}}},
-                "then": {"properties": {"schema_version": {"enum": versions_of}}},
             }
         )
     return {
-        "type": "object",
         "description": (
             "An event as a client submits it. `position`, `version`, `stream` and "
             "`recorded_at` are the server's to set and are refused. Without "
             "`schema_version` the current version of the type is meant. The data must "
             "match the schema of its type and schema version."
         ),
-        "required": ["type", "occurred_at", "data"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {
-                "type": "string",
-                "format": "uuid",
-                "description": "The idempotency key: the same id and content answer the "
-                "original result. Generated when left out.",
-            },
-            "type": {"type": "string", "enum": sorted(CURRENT_VERSIONS)},
-            "schema_version": {"type": "integer", "minimum": 1},
-            "occurred_at": _ref("OccurredAt"),
-            "data": {"type": "object"},
-            "metadata": _ref("EventMetadata"),
-        },
-        "allOf": rules,
+        "oneOf": variants,
     }
 
 
@@ -308,7 +293,7 @@ def _parameters() -> dict[str, Any]:
             "in": "path",
             "required": True,
             "description": PARAMETERS["page"].what,
-            "schema": {"type": "integer", "minimum": 1},
+            "schema": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
         },
         "If-Match": {
             "name": "If-Match",
@@ -408,21 +393,33 @@ def _params(*names: str) -> list[dict[str, str]]:
 
 
 def _feed_get(summary: str, *params: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "The feed document, with a strong ETag and "
+            "Last-Modified; gzip or brotli on request.",
+            "content": copy.deepcopy(FEED_MEDIA),
+        },
+        "304": _problem("NotModified"),
+        "400": _problem("400"),
+        "404": _problem("404"),
+    }
+    if "page" in params:
+        responses["307"] = {
+            "description": "The archive page after the newest full one: it is not full "
+            "yet, and its entries are in the subscription document, named by Location.",
+            "headers": {
+                "Location": {
+                    "description": "The subscription document's path.",
+                    "schema": {"type": "string", "format": "uri-reference"},
+                }
+            },
+        }
     return {
         "get": {
             "tags": ["feeds"],
             "summary": summary,
             "parameters": [*_params(*params), *query_parameters(DocumentQuery)],
-            "responses": {
-                "200": {
-                    "description": "The feed document, with a strong ETag and "
-                    "Last-Modified; gzip or brotli on request.",
-                    "content": copy.deepcopy(FEED_MEDIA),
-                },
-                "304": _problem("NotModified"),
-                "400": _problem("400"),
-                "404": _problem("404"),
-            },
+            "responses": dict(sorted(responses.items())),
         }
     }
 

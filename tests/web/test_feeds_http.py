@@ -337,3 +337,11 @@ async def test_events_appended_together_give_their_entries_distinct_updated(
     await svc.app[PROJECTIONS].rebuild()
     for path in paths:
         assert await (await svc.client.get(path)).read() == before[path], path
+
+
+async def test_an_archive_page_number_past_any_page_is_not_found(client: Client) -> None:
+    huge = "3363541849429431025664"
+    for query in ({}, {"as_of": "2017-10-12T16:00:05Z"}):
+        response = await client.get(f"/feeds/all/archive/{huge}.json", params=query)
+        assert response.status == 404, await response.text()
+        assert response.content_type == "application/problem+json"
