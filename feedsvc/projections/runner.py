@@ -607,7 +607,7 @@ class ProjectionRunner:
             events.extend(page)
             after = page[-1].position
         # its own thread: a projection of a long log must not hold up catching up
-        query = None if as_sent is None else "as_of=" + quote(as_sent, safe="")
+        query = None if as_sent is None else "as_of=" + quote(as_sent, safe=":")
         doc = await asyncio.to_thread(self._build_as_of, events, path, query)
         self._as_of[key] = doc
         while len(self._as_of) > 64:

@@ -246,9 +246,9 @@ def _xml_links(body: bytes) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("as_of", "encoded"),
     [
-        ("2017-10-12T16:00:05Z", "2017-10-12T16%3A00%3A05Z"),
-        ("2017-10-12T12:00:05-04:00", "2017-10-12T12%3A00%3A05-04%3A00"),
-        ("2017-10-12T16:00:05+00:00", "2017-10-12T16%3A00%3A05%2B00%3A00"),
+        ("2017-10-12T16:00:05Z", "2017-10-12T16:00:05Z"),
+        ("2017-10-12T12:00:05-04:00", "2017-10-12T12:00:05-04:00"),
+        ("2017-10-12T16:00:05+00:00", "2017-10-12T16:00:05%2B00:00"),
     ],
 )
 async def test_an_as_of_document_names_its_own_url_as_self(
@@ -275,8 +275,8 @@ async def test_as_of_spelt_two_ways_answers_each_with_its_own_self_link(client: 
     second = await client.get("/feeds/all.atom", params={"as_of": "2017-10-12T16:00:05+00:00"})
     again = await client.get("/feeds/all.atom", params={"as_of": "2017-10-12T16:00:05Z"})
     first_self = _xml_links(await first.read())["self"]
-    assert first_self.endswith("?as_of=2017-10-12T16%3A00%3A05Z")
-    assert _xml_links(await second.read())["self"].endswith("%2B00%3A00")
+    assert first_self.endswith("?as_of=2017-10-12T16:00:05Z")
+    assert _xml_links(await second.read())["self"].endswith("%2B00:00")
     assert _xml_links(await again.read())["self"] == first_self
     assert first.headers["ETag"] != second.headers["ETag"]
 
