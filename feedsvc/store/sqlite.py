@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,17 +32,23 @@ import aiosqlite
 from feedsvc.domain.events import (
     RecordedEvent,
     ValidEvent,
-    format_recorded_at,
-    parse_recorded_at,
 )
 from feedsvc.errors import (
-    DuplicateEventId,
     ImportFailed,
     NotAFeedsvcDatabase,
     SchemaTooNew,
     StoreError,
     StoreUnavailable,
-    WrongExpectedVersion,
+)
+from feedsvc.store.decide import (
+    COLUMNS,
+    STORED_COLUMNS,
+    AppendRequest,
+    EventRow,
+    LogTail,
+    Outcome,
+    StoredEvent,
+    decide_group,
 )
 from feedsvc.store.port import AppendResult, EncodedEvents, EventStore, Expected
 
@@ -84,9 +90,7 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = (
-    "position, id, stream, version, type, schema_version, occurred_at, recorded_at, data, metadata"
-)
+_COLUMNS = ", ".join(COLUMNS)
 _EXPORT_JSON = (
     'format(\'{"position":%d,"id":%s,"stream":%s,"version":%d,"type":%s,'
     '"schema_version":%d,"occurred_at":%s,"recorded_at":%s,"data":%s,'
@@ -105,38 +109,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_TICK = timedelta(microseconds=1)
-
-
-class _RecordedClock:
-    """Hands out the ``recorded_at`` of a group's events, one per event.
-
-    The first is the later of now and one microsecond after the log's last
-    ``recorded_at``; each next one is a microsecond after the one before. So no two
-    events share a ``recorded_at``, and it never goes back (``as_of`` stays a log
-    prefix).
-    """
-
-    def __init__(self, now: datetime, last_recorded: str) -> None:
-        start = now
-        if last_recorded:
-            start = max(now, parse_recorded_at(last_recorded) + _TICK)
-        self._next = start
-
-    def take(self, count: int) -> list[str]:
-        """The ``recorded_at`` of the next ``count`` events, in order."""
-        stamps: list[str] = []
-        for _ in range(count):
-            stamps.append(format_recorded_at(self._next))
-            self._next += _TICK
-        return stamps
-
-
 @dataclass
 class _Request:
-    stream: str
-    events: Sequence[ValidEvent]
-    expected: Expected
+    append: AppendRequest
     future: asyncio.Future[AppendResult] = field(repr=False)
 
 
@@ -331,17 +306,17 @@ class SQLiteEventStore(EventStore):
         if not events:
             raise ValueError("append needs at least one event")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(stream, events, expected, future))
+        self._queue.put_nowait(_Request(AppendRequest(stream, events, expected), future))
         return await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            size = len(batch[0].events)
+            size = len(batch[0].append.events)
             while size < self.max_group and not self._queue.empty():
                 request = self._queue.get_nowait()
                 batch.append(request)
-                size += len(request.events)
+                size += len(request.append.events)
             try:
                 async with self._write_lock:
                     await self._write_group(batch)
@@ -364,7 +339,7 @@ class SQLiteEventStore(EventStore):
                     request.future.set_exception(StoreUnavailable("the event store closed"))
             raise
         if rows:
-            self._head = int(rows[-1][0])  # type: ignore[call-overload]
+            self._head = rows[-1].position
             self.group_sizes.append(len(rows))
             del self.group_sizes[:-1000]
             for listener in self._commit_listeners:
@@ -393,15 +368,11 @@ class SQLiteEventStore(EventStore):
             raise
         return done
 
-    def _commit_group(
-        self, batch: list[_Request]
-    ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
+    def _commit_group(self, batch: list[_Request]) -> tuple[list[Outcome], list[EventRow]]:
         """Check, write and commit a group (in the writer's thread)."""
 
-        def write(
-            conn: sqlite3.Connection,
-        ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
-            outcomes, rows = self._decide(conn, batch)
+        def write(conn: sqlite3.Connection) -> tuple[list[Outcome], list[EventRow]]:
+            outcomes, rows = self._decide(conn, [r.append for r in batch])
             if rows:
                 conn.executemany(_INSERT, rows)
             return outcomes, rows
@@ -409,14 +380,15 @@ class SQLiteEventStore(EventStore):
         return self._transaction(write)
 
     def _decide(
-        self, conn: sqlite3.Connection, batch: list[_Request]
-    ) -> tuple[list[AppendResult | BaseException], list[tuple[object, ...]]]:
+        self, conn: sqlite3.Connection, requests: list[AppendRequest]
+    ) -> tuple[list[Outcome], list[EventRow]]:
+        """What :func:`~feedsvc.store.decide.decide_group` needs, read in the
+        transaction that writes the group, and its decisions."""
         last = conn.execute(
             "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
         ).fetchone()
-        head = last[0] if last else 0
-        last_recorded = last[1] if last else ""
-        streams = sorted({r.stream for r in batch})
+        tail = LogTail(int(last[0]), str(last[1])) if last else LogTail(0, "")
+        streams = sorted({r.stream for r in requests})
         versions: dict[str, int] = {}
         for chunk in _chunks(streams):
             sql = (
@@ -424,119 +396,15 @@ class SQLiteEventStore(EventStore):
                 f"({','.join('?' * len(chunk))}) GROUP BY stream"
             )
             versions.update({s: v for s, v in conn.execute(sql, chunk)})
-        ids = sorted({e.id for r in batch for e in r.events})
-        existing: dict[str, tuple[object, ...]] = {}
+        ids = sorted({e.id for r in requests for e in r.events})
+        existing: dict[str, StoredEvent] = {}
         for chunk in _chunks(ids):
             sql = (
-                "SELECT id, position, stream, version, type, schema_version, occurred_at, "
-                f"data, recorded_at FROM events WHERE id IN ({','.join('?' * len(chunk))})"
+                f"SELECT {', '.join(STORED_COLUMNS)} FROM events "
+                f"WHERE id IN ({','.join('?' * len(chunk))})"
             )
-            existing.update({row[0]: tuple(row) for row in conn.execute(sql, chunk)})
-
-        clock = _RecordedClock(_now(), last_recorded)
-        outcomes: list[AppendResult | BaseException] = []
-        rows: list[tuple[object, ...]] = []
-        for request in batch:
-            try:
-                outcome, new_rows = self._decide_one(request, head, versions, existing, clock)
-            except StoreError as e:
-                outcomes.append(e)
-                continue
-            outcomes.append(outcome)
-            if new_rows:
-                rows.extend(new_rows)
-                head = int(new_rows[-1][0])  # type: ignore[call-overload]
-                versions[request.stream] = outcome.version
-                # a later request of this group that resends these ids is a replay
-                for p, i, st, v, t, sv, occ, rec, data, _ in new_rows:
-                    existing[str(i)] = (i, p, st, v, t, sv, occ, data, rec)
-        return outcomes, rows
-
-    def _decide_one(
-        self,
-        request: _Request,
-        head: int,
-        versions: dict[str, int],
-        existing: dict[str, tuple[object, ...]],
-        clock: _RecordedClock,
-    ) -> tuple[AppendResult, list[tuple[object, ...]]]:
-        stream, events = request.stream, request.events
-        seen = [existing.get(e.id) for e in events]
-        if any(row is not None for row in seen):
-            return self._replay(stream, events, seen), []
-        if len({e.id for e in events}) != len(events):
-            dup = next(e.id for i, e in enumerate(events) if e.id in {x.id for x in events[:i]})
-            raise DuplicateEventId(dup)
-        current = versions.get(stream, 0)
-        expected = request.expected
-        if (expected == "no_stream" and current != 0) or (
-            isinstance(expected, int) and expected != current
-        ):
-            raise WrongExpectedVersion(stream, expected, current)
-        rows: list[tuple[object, ...]] = []
-        stamps = clock.take(len(events))
-        for offset, (event, recorded_at) in enumerate(zip(events, stamps, strict=True), start=1):
-            rows.append(
-                (
-                    head + offset,
-                    event.id,
-                    stream,
-                    current + offset,
-                    event.type,
-                    event.schema_version,
-                    event.occurred_at,
-                    recorded_at,
-                    event.data_json,
-                    event.metadata_json,
-                )
-            )
-        return (
-            AppendResult(
-                stream=stream,
-                version=current + len(events),
-                ids=tuple(e.id for e in events),
-                positions=tuple(head + i for i in range(1, len(events) + 1)),
-                recorded_at=stamps[0],
-            ),
-            rows,
-        )
-
-    @staticmethod
-    def _replay(
-        stream: str, events: Sequence[ValidEvent], seen: list[tuple[object, ...] | None]
-    ) -> AppendResult:
-        positions: list[int] = []
-        version = 0
-        first: tuple[int, str] | None = None
-        for event, row in zip(events, seen, strict=True):
-            if row is None:
-                # part of the request is new, part already written: not a replay
-                raise DuplicateEventId(
-                    next(e.id for e, r in zip(events, seen, strict=True) if r is not None)
-                    if any(seen)
-                    else event.id
-                )
-            _, position, r_stream, r_version, r_type, r_schema, r_occurred, r_data, r_rec = row
-            if (r_stream, r_type, r_schema, r_occurred, r_data) != (
-                stream,
-                event.type,
-                event.schema_version,
-                event.occurred_at,
-                event.data_json,
-            ):
-                raise DuplicateEventId(event.id)
-            positions.append(int(position))  # type: ignore[call-overload]
-            version = max(version, int(r_version))  # type: ignore[call-overload]
-            if first is None or int(position) < first[0]:  # type: ignore[call-overload]
-                first = (int(position), str(r_rec))  # type: ignore[call-overload]
-        return AppendResult(
-            stream=stream,
-            version=version,
-            ids=tuple(e.id for e in events),
-            positions=tuple(positions),
-            recorded_at=first[1] if first else "",
-            replayed=True,
-        )
+            existing.update({row[0]: StoredEvent(*row) for row in conn.execute(sql, chunk)})
+        return decide_group(requests, tail, versions, existing, _now())
 
     async def import_events(self, events: Sequence[RecordedEvent]) -> int:
         if self._writer is None:
