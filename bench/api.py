@@ -81,12 +81,11 @@ from bench.servers import (
     wrk_process,
     wrk_version,
 )
-from feedsvc.cli_support import make_store
 from feedsvc.projections.readmodel import PROJECTION_VERSIONS, ReadModel
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
-from feedsvc.store.sqlite import SQLiteEventStore
+from feedsvc.store import EventStore, make_store
 
 SEED = 1373
 FULL_SECONDS = 5
@@ -216,7 +215,7 @@ def slugs(prefix: str, count: int) -> list[str]:
     return [f"{prefix}{i:04d}" for i in range(count)]
 
 
-async def _build_read_model(store: SQLiteEventStore, settings: Settings) -> None:
+async def _build_read_model(store: EventStore, settings: Settings) -> None:
     runner = ProjectionRunner(store, settings)
     try:
         runner.open_current()

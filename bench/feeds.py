@@ -60,9 +60,9 @@ from bench.servers import (
     write_toml,
     wrk_version,
 )
-from feedsvc.cli_support import make_store
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
+from feedsvc.store import make_store
 
 SEED = 1373
 SLUG = "bench-feed-story"

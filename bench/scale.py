@@ -132,9 +132,10 @@ def _status_kb(pid: int | str, key: str) -> int:
 async def _rebuild_child(config: Path) -> dict[str, Any]:
     """The child's work: one full rebuild of every projection, timed per batch, in a
     process set up as ``feedsvc rebuild`` sets up its own (the collector's thresholds)."""
-    from feedsvc.cli_support import make_store, tune_gc
+    from feedsvc.cli_support import tune_gc
     from feedsvc.projections.runner import ProjectionRunner
     from feedsvc.settings import Settings
+    from feedsvc.store import make_store
 
     tune_gc()
     settings = Settings.load(config, environ={})

@@ -8,7 +8,7 @@ from feedsvc.domain.events import Occurred, Precision, RecordedEvent, ValidEvent
 from feedsvc.errors import FeedsvcError, ValidationFailed
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
-from feedsvc.store import AppendResult, EventStore, SQLiteEventStore
+from feedsvc.store import AppendResult, EventStore, make_store
 
 __all__ = [
     "AppendResult",
@@ -17,10 +17,10 @@ __all__ = [
     "Occurred",
     "Precision",
     "RecordedEvent",
-    "SQLiteEventStore",
     "Settings",
     "StoryService",
     "ValidEvent",
     "ValidationFailed",
+    "make_store",
 ]
 __version__ = "0.1.0"

@@ -18,13 +18,14 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from feedsvc.auth import add_token_parser, token_command
+from feedsvc.auth import Scope
 from feedsvc.check import check_log
-from feedsvc.cli_support import make_store, tune_gc
+from feedsvc.cli_support import tune_gc
 from feedsvc.errors import FeedsvcError
 from feedsvc.ndjson import read_ndjson
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.settings import Settings
+from feedsvc.store import make_store, make_token_store
 
 DEFAULT_CONFIG = Path("config/feedsvc.toml")
 
@@ -121,6 +122,62 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from feedsvc.web.app import serve
 
     await serve(settings)
+    return 0
+
+
+# -- the `feedsvc token` command ----------------------------------------------------
+
+
+def add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``token create | list | revoke`` to the CLI."""
+    p = sub.add_parser("token", help="create, list or revoke bearer tokens of the append API")
+    actions = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    c = actions.add_parser("create", help="create a token and print it (shown only once)")
+    c.add_argument("--name", required=True, help="a name for the token (appears as the actor)")
+    c.add_argument(
+        "--scope",
+        required=True,
+        help="admin | append:* | append:<slug>[,<slug>...]",
+    )
+    actions.add_parser("list", help="list tokens (names and scopes, never secrets)")
+    r = actions.add_parser("revoke", help="revoke a token at once")
+    r.add_argument("name", help="the token's name")
+
+
+async def token_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``feedsvc token ...``: the secret goes to stdout, notes to stderr."""
+    if settings.data_dir.parent.is_dir():
+        settings.data_dir.mkdir(exist_ok=True)
+    events = make_store(settings, create=True)
+    await events.open()  # creates or migrates the database
+    await events.close()
+    tokens = make_token_store(settings)
+    await tokens.open()
+    try:
+        if args.token_command == "create":
+            secret = await tokens.create(args.name, Scope.parse(args.scope))
+            print(secret, flush=True)
+            print(
+                f"token {args.name!r} ({Scope.parse(args.scope)}) created; "
+                "store it now: it is not shown again",
+                file=sys.stderr,
+            )
+        elif args.token_command == "list":
+            rows = await tokens.list()
+            if not rows:
+                print("no tokens", file=sys.stderr)
+            width = max([4, *(len(t.name) for t in rows)])
+            if rows:
+                print(f"{'NAME':<{width}}  {'SCOPE':<24}  {'CREATED':<27}  REVOKED")
+            for t in rows:
+                print(
+                    f"{t.name:<{width}}  {t.scope!s:<24}  {t.created_at:<27}  {t.revoked_at or '-'}"
+                )
+        else:
+            info = await tokens.revoke(args.name)
+            print(f"token {info.name!r} revoked at {info.revoked_at}", file=sys.stderr)
+    finally:
+        await tokens.close()
     return 0
 
 

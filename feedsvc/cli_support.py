@@ -8,7 +8,6 @@ import logging
 from feedsvc.ndjson import read_ndjson
 from feedsvc.settings import Settings
 from feedsvc.store.port import EventStore
-from feedsvc.store.sqlite import SQLiteEventStore
 
 log = logging.getLogger("feedsvc")
 
@@ -27,18 +26,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def make_store(settings: Settings, create: bool = False) -> SQLiteEventStore:
-    """The configured event store (not yet opened)."""
-    return SQLiteEventStore(
-        settings.database_path,
-        synchronous=settings.synchronous,
-        busy_timeout_ms=settings.busy_timeout_ms,
-        readers=settings.readers,
-        max_group=settings.max_group_commit,
-        create=create,
-    )
 
 
 async def import_seed_if_empty(settings: Settings, store: EventStore) -> int:

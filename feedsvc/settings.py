@@ -32,6 +32,11 @@ class Settings:
 
     data_dir: Path = _setting(Path("data"), "folder for the database and the admin token")
     database: str = _setting("feedsvc.sqlite3", "SQLite file name, inside data_dir")
+    database_url: str = _setting(
+        "",
+        "where the log is: sqlite:///PATH (an SQLite file) or postgresql://USER@HOST:PORT/DB; "
+        "empty: the SQLite file data_dir/database",
+    )
     seed: Path | None = _setting(
         Path("events/seed/ct-doj-1373.ndjson"),
         "NDJSON log imported on first start (empty to skip)",
@@ -75,8 +80,15 @@ class Settings:
             object.__setattr__(self, "public_base_url_derived", True)
 
     @property
+    def store_url(self) -> str:
+        """``database_url``, or the default SQLite file's URL when it is empty."""
+        return self.database_url or f"sqlite:///{self.data_dir / self.database}"
+
+    @property
     def database_path(self) -> Path:
-        """The SQLite file."""
+        """The SQLite file (of ``database_url`` when it names one)."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
         return self.data_dir / self.database
 
     @classmethod
@@ -121,6 +133,13 @@ class Settings:
             raise ConfigError("synchronous must be FULL, NORMAL or EXTRA")
         if not settings.public_base_url.startswith(("http://", "https://")):
             raise ConfigError("public_base_url must be an absolute http(s) URL")
+        if settings.database_url and not settings.database_url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                "database_url must start with sqlite:/// (a file) or postgresql:// "
+                f"(a server), not {settings.database_url!r}"
+            )
         if settings.feed_size < 1:
             raise ConfigError("feed_size must be at least 1")
         return settings

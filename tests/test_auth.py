@@ -18,7 +18,6 @@ from feedsvc.auth import (
     ADMIN_TOKEN_FILE,
     RateLimiter,
     Scope,
-    SQLiteTokenStore,
     TokenError,
     ensure_admin_token,
     retry_after,
@@ -26,6 +25,7 @@ from feedsvc.auth import (
 from feedsvc.cli import main
 from feedsvc.errors import StoreUnavailable
 from feedsvc.store.sqlite import SQLiteEventStore
+from feedsvc.store.sqlite_tokens import SQLiteTokenStore
 
 
 @pytest.fixture
@@ -90,10 +90,10 @@ async def test_revoked_tokens_stop_working_at_once(tokens: SQLiteTokenStore) -> 
         await tokens.create("has spaces", Scope.parse("admin"))
 
 
-async def test_a_database_without_the_tokens_table_is_refused(tmp_path: Path) -> None:
+async def test_a_database_feedsvc_did_not_make_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.sqlite3"
     sqlite3.connect(path).close()
-    with pytest.raises(StoreUnavailable, match="tokens"):
+    with pytest.raises(StoreUnavailable, match="not a feedsvc database"):
         await SQLiteTokenStore(path).open()
 
 

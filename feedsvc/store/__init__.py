@@ -1,6 +1,51 @@
-"""Event store: the port and its adapters."""
+"""The store: ports (the event log, the tokens) and their adapters, one per database.
 
+:func:`make_store` and :func:`make_token_store` pick the adapters of the configured
+``database_url``: ``sqlite:///…`` (the embedded default) or ``postgresql://…``.
+Nothing outside this package names an adapter.
+"""
+
+from __future__ import annotations
+
+from feedsvc.errors import ConfigError
+from feedsvc.settings import Settings
 from feedsvc.store.port import AppendResult, EventStore, Expected
-from feedsvc.store.sqlite import SQLiteEventStore
+from feedsvc.store.tokens import TokenStore
 
-__all__ = ["AppendResult", "EventStore", "Expected", "SQLiteEventStore"]
+__all__ = [
+    "AppendResult",
+    "EventStore",
+    "Expected",
+    "TokenStore",
+    "make_store",
+    "make_token_store",
+]
+
+
+def make_store(settings: Settings, create: bool = False) -> EventStore:
+    """The configured event store (not yet opened); ``create`` lets it make a new
+    database where there is none."""
+    url = settings.store_url
+    if url.startswith("sqlite:///"):
+        from feedsvc.store.sqlite import SQLiteEventStore
+
+        return SQLiteEventStore(
+            settings.database_path,
+            synchronous=settings.synchronous,
+            busy_timeout_ms=settings.busy_timeout_ms,
+            readers=settings.readers,
+            max_group=settings.max_group_commit,
+            create=create,
+        )
+    raise ConfigError(f"database_url {url!r}: this feedsvc knows sqlite:///")
+
+
+def make_token_store(settings: Settings) -> TokenStore:
+    """The token store of the configured database (not yet opened; open the event
+    store first: on SQLite it makes the file)."""
+    url = settings.store_url
+    if url.startswith("sqlite:///"):
+        from feedsvc.store.sqlite_tokens import SQLiteTokenStore
+
+        return SQLiteTokenStore(settings.database_path, busy_timeout_ms=settings.busy_timeout_ms)
+    raise ConfigError(f"database_url {url!r}: this feedsvc knows sqlite:///")

@@ -77,16 +77,9 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'feedsvc events are append-only: DELETE refused'); END;
     """,
-    # 2: bearer tokens for the HTTP API (only a hash of each secret is kept)
-    """
-    CREATE TABLE tokens (
-        name        TEXT PRIMARY KEY,
-        hash        TEXT NOT NULL UNIQUE,
-        scope       TEXT NOT NULL,
-        created_at  TEXT NOT NULL,
-        revoked_at  TEXT
-    ) STRICT;
-    """,
+    # 2: was the tokens table; the token store's adapter (feedsvc.store.sqlite_tokens)
+    # owns it now and makes it when missing
+    "",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from feedsvc.auth import RateLimiter, SQLiteTokenStore, TokenInfo, ensure_admin_token, retry_after
+from feedsvc.auth import RateLimiter, TokenInfo, ensure_admin_token, retry_after
 from feedsvc.domain.events import (
     ValidEvent,
     is_slug,
@@ -50,6 +50,7 @@ from feedsvc.errors import (
     WrongExpectedVersion,
 )
 from feedsvc.rendering.sanitize import display_warnings
+from feedsvc.store import make_token_store
 from feedsvc.store.port import AppendResult, EventStore, Expected
 from feedsvc.web.keys import (
     METRICS,
@@ -97,7 +98,7 @@ def _bad_parameter(name: str, detail: str, place: ProblemPlace = "parameter") ->
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
     """The token store, the per-token rate limiter, and the first admin token."""
     settings = app[SETTINGS]
-    tokens = SQLiteTokenStore(settings.database_path, busy_timeout_ms=settings.busy_timeout_ms)
+    tokens = make_token_store(settings)
     await tokens.open()
     try:
         path = await ensure_admin_token(tokens, settings.data_dir)

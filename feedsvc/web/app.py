@@ -16,11 +16,12 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from feedsvc.cli_support import import_seed_if_empty, make_store
+from feedsvc.cli_support import import_seed_if_empty
 from feedsvc.errors import FeedsvcError
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
+from feedsvc.store import make_store
 from feedsvc.web import api, ops, routes
 from feedsvc.web.keys import PROJECTIONS, READ_AHEAD, SERVICE, SETTINGS, STORE
 from feedsvc.web.readahead import ReadAhead

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from feedsvc.auth import RateLimiter, TokenStore
+from feedsvc.auth import RateLimiter
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
-from feedsvc.store.port import EventStore
+from feedsvc.store import EventStore, TokenStore
 
 if TYPE_CHECKING:
     from feedsvc.projections.runner import ProjectionRunner

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from feedsvc.cli_support import import_seed_if_empty, make_store
+from feedsvc.cli_support import import_seed_if_empty
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
-from feedsvc.store.sqlite import SQLiteEventStore
+from feedsvc.store import EventStore, make_store
 from tests.conftest import SEED_STREAM, opened, reported
 
 
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[SQLiteEventStore]:
+async def store(settings: Settings) -> AsyncIterator[EventStore]:
     """The service's store with the seed story imported."""
     settings.data_dir.mkdir()
     s = make_store(settings, create=True)
@@ -43,7 +43,7 @@ def all_documents(runner: ProjectionRunner) -> dict[str, bytes]:
         conn.close()
 
 
-async def test_an_append_reaches_the_feeds(store: SQLiteEventStore, settings: Settings) -> None:
+async def test_an_append_reaches_the_feeds(store: EventStore, settings: Settings) -> None:
     runner = ProjectionRunner(store, settings)
     await runner.start()
     try:
@@ -62,7 +62,7 @@ async def test_an_append_reaches_the_feeds(store: SQLiteEventStore, settings: Se
 
 
 async def test_rebuild_gives_byte_identical_documents_and_swaps(
-    store: SQLiteEventStore, settings: Settings
+    store: EventStore, settings: Settings
 ) -> None:
     service = StoryService(store)
     await service.append("other", [opened("other", topics=["immigration"]), reported("o1")])
@@ -83,7 +83,7 @@ async def test_rebuild_gives_byte_identical_documents_and_swaps(
 
 
 async def test_a_changed_projection_version_rebuilds_on_start(
-    store: SQLiteEventStore, settings: Settings
+    store: EventStore, settings: Settings
 ) -> None:
     runner = ProjectionRunner(store, settings)
     await runner.start()
@@ -107,7 +107,7 @@ PROJECT = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from feedsvc.settings import Settings
-    from feedsvc.cli_support import make_store
+    from feedsvc.store import make_store
     from feedsvc.projections import runner as r
 
     r.BATCH = 7  # many small transactions, so the kill lands between and inside them
@@ -133,7 +133,7 @@ PROJECT = textwrap.dedent(
 
 
 async def test_kill_9_mid_batch_resumes_to_the_clean_state(
-    store: SQLiteEventStore, settings: Settings
+    store: EventStore, settings: Settings
 ) -> None:
     service = StoryService(store)
     for n in range(6):
@@ -171,7 +171,7 @@ async def test_kill_9_mid_batch_resumes_to_the_clean_state(
 
 
 async def test_a_rebuild_by_another_process_is_picked_up_by_the_server(
-    store: SQLiteEventStore, settings: Settings
+    store: EventStore, settings: Settings
 ) -> None:
     server = ProjectionRunner(store, settings)
     await server.start()
@@ -193,7 +193,7 @@ async def test_a_rebuild_by_another_process_is_picked_up_by_the_server(
 
 
 async def test_a_request_renders_its_own_format_and_never_serves_a_stale_one(
-    store: SQLiteEventStore, settings: Settings
+    store: EventStore, settings: Settings
 ) -> None:
     # no documents job in this test: only requests render
     runner = ProjectionRunner(store, dataclasses.replace(settings, catchup_interval_s=3600.0))
@@ -223,7 +223,7 @@ def _marker_of(runner: ProjectionRunner) -> Path:
 
 
 async def test_a_clean_stop_syncs_the_read_model_written_without_syncs(
-    store: SQLiteEventStore, settings: Settings
+    store: EventStore, settings: Settings
 ) -> None:
     runner = ProjectionRunner(store, settings)
     await runner.start()
@@ -240,7 +240,7 @@ async def test_a_clean_stop_syncs_the_read_model_written_without_syncs(
 
 
 async def test_a_read_model_written_unsynced_before_a_restart_is_built_again(
-    store: SQLiteEventStore, settings: Settings
+    store: EventStore, settings: Settings
 ) -> None:
     runner = ProjectionRunner(store, settings)
     await runner.start()
