@@ -1,7 +1,8 @@
 """The store: ports (the event log, the tokens) and their adapters, one per database.
 
-:func:`make_store` and :func:`make_token_store` pick the adapters of the configured
-``database_url``: ``sqlite:///…`` (the embedded default) or ``postgresql://…``.
+:func:`make_store`, :func:`make_token_store` and :func:`make_coordinator` pick the
+adapters of the configured ``database_url``: ``sqlite:///…`` (the embedded default) or
+``postgresql://…``.
 Nothing outside this package names an adapter.
 """
 
@@ -9,14 +10,17 @@ from __future__ import annotations
 
 from feedsvc.errors import ConfigError
 from feedsvc.settings import Settings
+from feedsvc.store.coordination import Coordinator, LocalCoordinator
 from feedsvc.store.port import AppendResult, EventStore, Expected
 from feedsvc.store.tokens import TokenStore
 
 __all__ = [
     "AppendResult",
+    "Coordinator",
     "EventStore",
     "Expected",
     "TokenStore",
+    "make_coordinator",
     "make_store",
     "make_token_store",
 ]
@@ -49,3 +53,16 @@ def make_token_store(settings: Settings) -> TokenStore:
 
         return SQLiteTokenStore(settings.database_path, busy_timeout_ms=settings.busy_timeout_ms)
     raise ConfigError(f"database_url {url!r}: this feedsvc knows sqlite:///")
+
+
+def make_coordinator(settings: Settings) -> Coordinator:
+    """The coordination of replicas on the configured database (not yet opened): in
+    this process's memory for SQLite, through the server for PostgreSQL."""
+    url = settings.store_url
+    if url.startswith("sqlite:///"):
+        return LocalCoordinator()
+    if url.startswith(("postgresql://", "postgres://")):
+        from feedsvc.store.pg_coordination import PostgresCoordinator
+
+        return PostgresCoordinator(url)
+    raise ConfigError(f"database_url {url!r}: this feedsvc knows sqlite:/// and postgresql://")

@@ -1,0 +1,222 @@
+"""The coordination of replicas: the local adapter (one process) and the PostgreSQL
+adapter, two instances of which stand for two replicas on one database.
+
+The PostgreSQL tests run against the server named by ``FEEDSVC_TEST_DATABASE_URL``
+(e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``), each module in a scratch
+database of its own that is dropped afterwards; without the variable they are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from feedsvc.auth import retry_after
+from feedsvc.settings import Settings
+from feedsvc.store import Coordinator, make_coordinator
+from feedsvc.store.coordination import LocalCoordinator
+from feedsvc.store.pg_coordination import lock_key
+
+ENV = "FEEDSVC_TEST_DATABASE_URL"
+TIMEOUT_S = 10.0
+"""A generous bound on anything that should happen at once."""
+
+
+# -- the local adapter -------------------------------------------------------------
+
+
+async def test_the_local_bucket_is_per_key_and_refills() -> None:
+    now = [0.0]
+    local = LocalCoordinator(clock=lambda: now[0])
+    assert [await local.take("a", 2.0, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert await local.take("a", 2.0, 3) == pytest.approx(0.5)
+    assert await local.take("b", 2.0, 3) == 0.0  # another key has its own bucket
+    now[0] += 0.5
+    assert await local.take("a", 2.0, 3) == 0.0
+    assert await local.take("a", 2.0, 3) > 0
+    assert await LocalCoordinator().take("a", 0, 1) == 0.0  # rate 0: no limit
+    assert retry_after(0.01) == "1" and retry_after(2.2) == "3"
+
+
+async def test_the_local_adapter_always_leads_and_never_announces(tmp_path: Path) -> None:
+    local = make_coordinator(Settings.load(None, environ={}, data_dir=tmp_path))
+    assert isinstance(local, LocalCoordinator)
+    assert not local.broadcasts_rebuilds  # `feedsvc rebuild` builds the folder's model
+    await local.open()
+    heard: list[int] = []
+    await local.subscribe_rebuild(lambda: heard.append(1))
+    await local.announce_rebuild()
+    assert await local.lead("rebuild_cron")
+    await local.close()
+    assert heard == []
+
+
+# -- PostgreSQL: a scratch database per module ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    """The server to test against, or a skip saying how to name one."""
+    url = os.environ.get(ENV)
+    if not url:
+        pytest.skip(f"set {ENV}=postgresql://USER@HOST:PORT/DB to test the PostgreSQL adapter")
+    return url
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def _admin(url: str) -> Any:
+    try:
+        return await asyncpg.connect(url, timeout=TIMEOUT_S)
+    except (OSError, asyncpg.PostgresError) as e:
+        pytest.fail(f"{ENV}={url} is set but the server cannot be used: {e}")
+
+
+async def _create(url: str, name: str) -> None:
+    admin = await _admin(url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+async def _drop(url: str, name: str) -> None:
+    admin = await _admin(url)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def scratch_url(pg_url: str) -> Iterator[str]:
+    """A fresh database on the server for this module (dropped afterwards, its
+    connections ended first); made on a loop of its own, so every test keeps its own."""
+    name = f"feedsvc_coord_{secrets.token_hex(6)}"
+    asyncio.run(_create(pg_url, name))
+    try:
+        yield _with_database(pg_url, name)
+    finally:
+        asyncio.run(_drop(pg_url, name))
+
+
+Pair = Callable[[], Awaitable[Coordinator]]
+
+
+@pytest.fixture
+async def replica(scratch_url: str, tmp_path: Path) -> AsyncIterator[Pair]:
+    """Open coordinators on the scratch database, as replicas of one service get
+    them (closed afterwards)."""
+    opened: list[Coordinator] = []
+
+    async def new() -> Coordinator:
+        settings = Settings.load(None, environ={}, data_dir=tmp_path, database_url=scratch_url)
+        coordinator = make_coordinator(settings)
+        await coordinator.open()
+        opened.append(coordinator)
+        return coordinator
+
+    yield new
+    for coordinator in opened:
+        await coordinator.close()
+
+
+async def test_two_replicas_spend_from_one_bucket(replica: Pair) -> None:
+    a, b = await replica(), await replica()
+    assert a.broadcasts_rebuilds
+    assert [await a.take("token:x", 0.01, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = await b.take("token:x", 0.01, 3)  # the burst was spent on the other replica
+    assert wait > 0
+    assert int(retry_after(wait)) >= 1
+    assert await b.take("token:y", 0.01, 3) == 0.0  # another key has its own bucket
+    assert await a.take("token:x", 0, 3) == 0.0  # rate 0: no limit
+    refused = await a.take("token:x", 0.01, 3, cost=10)
+    assert refused > 0  # more than a bucket ever holds
+
+
+async def test_a_bucket_refills_at_its_rate(replica: Pair) -> None:
+    a, b = await replica(), await replica()
+    assert await a.take("fast", 1000.0, 1) == 0.0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT_S
+    while (wait := await b.take("fast", 1000.0, 1)) > 0:
+        assert wait <= 0.001 + 1e-9  # never more than one token's worth at this rate
+        assert loop.time() < deadline
+        await asyncio.sleep(wait)
+
+
+async def test_one_replica_leads_and_another_takes_over_when_it_dies(
+    replica: Pair, scratch_url: str
+) -> None:
+    a, b = await replica(), await replica()
+    assert await a.lead("rebuild_cron")
+    assert await a.lead("rebuild_cron")  # still
+    assert not await b.lead("rebuild_cron")
+    assert await b.lead("other-job")  # leadership is per job
+
+    admin = await _admin(scratch_url)
+    try:
+        # a's process dies: the server ends the session holding its lock
+        key = lock_key("rebuild_cron") & 0xFFFF_FFFF_FFFF_FFFF
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid::bigint = $1 AND objid::bigint = $2",
+            key >> 32,
+            key & 0xFFFF_FFFF,
+        )
+        assert ended == 1
+    finally:
+        await admin.close()
+
+    for _ in range(100):  # bounded tries
+        if await b.lead("rebuild_cron"):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("no replica took over the leadership of a dead one")
+    assert not await a.lead("rebuild_cron")  # reconnected, but b leads now
+
+
+async def test_a_rebuild_announced_by_one_replica_reaches_the_others(
+    replica: Pair, scratch_url: str
+) -> None:
+    a, b = await replica(), await replica()
+    heard = asyncio.Event()
+    await b.subscribe_rebuild(heard.set)
+    await a.announce_rebuild()
+    await asyncio.wait_for(heard.wait(), TIMEOUT_S)
+
+    # the listening connection drops: it is made again, and hears the next one
+    admin = await _admin(scratch_url)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND query LIKE 'LISTEN%'"
+        )
+    finally:
+        await admin.close()
+    heard.clear()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT_S
+    while not heard.is_set():
+        assert loop.time() < deadline, "the listener did not come back"
+        await a.announce_rebuild()
+        await asyncio.sleep(0.1)
