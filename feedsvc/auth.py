@@ -1,4 +1,4 @@
-"""Bearer tokens of the append API: scopes, hashed storage, rate limits.
+"""Bearer tokens of the append API: scopes, hashed storage, ``Retry-After`` values.
 
 A token is ``fsv_`` followed by 43 URL-safe characters (256 random bits). It is shown
 once, when it is created; the database keeps only its SHA-256, so a copy of the
@@ -15,7 +15,8 @@ Scopes:
     append to the named stories only; opening a new story is refused.
 
 Where tokens are kept is a port of the store (:mod:`feedsvc.store.tokens`), with an
-adapter per database beside the event store's.
+adapter per database beside the event store's. A token's rate limit is a bucket of
+the coordination port (:mod:`feedsvc.store.coordination`), shared by every replica.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import math
 import os
 import re
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,34 +167,6 @@ def _write_private(path: Path, text: str) -> None:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-
-
-class RateLimiter:
-    """A token bucket per key: ``rate`` requests a second, bursts up to ``burst``.
-
-    A rate of zero or less disables limiting.
-    """
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = max(1.0, float(burst))
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str, cost: float = 1.0) -> float:
-        """Spend ``cost`` from ``key``'s bucket: 0 if allowed, else the seconds to wait."""
-        if self.rate <= 0:
-            return 0.0
-        now = self.clock()
-        level, then = self._buckets.get(key, (self.burst, now))
-        level = min(self.burst, level + (now - then) * self.rate)
-        if level >= cost:
-            self._buckets[key] = (level - cost, now)
-            return 0.0
-        self._buckets[key] = (level, now)
-        return (cost - level) / self.rate
 
 
 def retry_after(seconds: float) -> str:

@@ -25,7 +25,7 @@ from feedsvc.errors import FeedsvcError
 from feedsvc.ndjson import read_ndjson
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.settings import Settings
-from feedsvc.store import make_store, make_token_store
+from feedsvc.store import make_coordinator, make_store, make_token_store
 
 DEFAULT_CONFIG = Path("config/feedsvc.toml")
 
@@ -104,6 +104,16 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    coordinator = make_coordinator(settings)
+    if coordinator.broadcasts_rebuilds:
+        # every replica keeps its own read model: each rebuilds it when told to
+        await coordinator.open()
+        try:
+            await coordinator.announce_rebuild()
+        finally:
+            await coordinator.close()
+        print("announced a rebuild: every running replica rebuilds its own read model")
+        return 0
     store = make_store(settings)
     await store.open()
     runner = ProjectionRunner(store, settings)
@@ -210,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
     sub.add_parser("check", help="verify the log's invariants; exit 1 if broken")
-    sub.add_parser("rebuild", help="rebuild every projection from the log into a fresh read model")
+    sub.add_parser(
+        "rebuild",
+        help="rebuild every projection from the log into a fresh read model "
+        "(on PostgreSQL: tell every running replica to rebuild its own)",
+    )
     add_token_parser(sub)
     return parser
 

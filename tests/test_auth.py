@@ -1,5 +1,5 @@
 """Bearer tokens: scopes, hashed storage in the events database, the first admin token,
-rate limits, and the ``feedsvc token`` command."""
+and the ``feedsvc token`` command (rate limits: tests/store/test_coordination.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ import pytest
 
 from feedsvc.auth import (
     ADMIN_TOKEN_FILE,
-    RateLimiter,
     Scope,
     TokenError,
     ensure_admin_token,
-    retry_after,
 )
 from feedsvc.cli import main
 from feedsvc.errors import StoreUnavailable
@@ -110,19 +108,6 @@ async def test_the_first_start_writes_a_private_admin_token(
     assert path.read_text().strip() == secret
     leftovers = await asyncio.to_thread(lambda: [p for p in tmp_path.iterdir() if p.name[0] == "."])
     assert leftovers == []  # no temporary file left behind
-
-
-def test_the_rate_limiter_is_a_bucket_per_token() -> None:
-    now = [0.0]
-    limiter = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0])
-    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.take("a") == pytest.approx(0.5)
-    assert limiter.take("b") == 0.0  # another token has its own bucket
-    now[0] += 0.5
-    assert limiter.take("a") == 0.0
-    assert limiter.take("a") > 0
-    assert RateLimiter(rate=0, burst=1).take("a") == 0.0  # rate 0: no limit
-    assert retry_after(0.01) == "1" and retry_after(2.2) == "3"
 
 
 def test_the_token_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,14 @@
   (a request renders the one document it asks for, once). It runs on a configurable
   cron, on ``feedsvc rebuild``, and on start when a projection's version changed.
 
+Replicas on one log each keep their own read model, and agree through the store's
+:class:`~feedsvc.store.Coordinator`: the cron rebuild runs only on the replica that
+leads ``rebuild_cron`` (each tries every ``LEAD_INTERVAL_S``, and again when the cron
+fires), and a rebuild announced by ``feedsvc rebuild`` makes every replica rebuild its
+own. With the local coordinator (SQLite) this process always leads, and ``feedsvc
+rebuild`` builds into the shared data folder, which the server follows (the catch-up
+job checks the read model's pointer).
+
 Serving reads go through :meth:`ProjectionRunner.document`: an in-memory LRU of
 precomputed documents in front of the read model file.
 """
@@ -42,6 +50,7 @@ from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect, finish_building
 from feedsvc.rendering.model import FeedFormat, Scope, ScopeKind, Urls
 from feedsvc.settings import Settings
+from feedsvc.store import Coordinator, make_coordinator
 from feedsvc.store.port import EventStore
 from feedsvc.urls import parse_path
 
@@ -61,6 +70,10 @@ RENDER_BUDGET_S = 0.25
 """How long one run of the documents job may render before it yields: the job keeps an
 idle server's documents rendered without taking the CPU from appends under load (a
 request renders what it asks for itself)."""
+LEAD_INTERVAL_S = 5.0
+"""How often a replica tries to lead the cron rebuild: when the leader dies, another
+takes over within this long (and in any case when the cron next fires)."""
+CRON_LEADERSHIP = "rebuild_cron"
 
 
 def item_of(path: str) -> str | None:
@@ -158,9 +171,21 @@ class DocumentCache:
 class ProjectionRunner:
     """Owns the read model, its scheduler jobs, and the documents served from it."""
 
-    def __init__(self, store: EventStore, settings: Settings) -> None:
+    def __init__(
+        self, store: EventStore, settings: Settings, coordinator: Coordinator | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self._owns_coordinator = coordinator is None
+        self.coordinator = make_coordinator(settings) if coordinator is None else coordinator
+        """What this replica shares with the others (opened and closed by the runner
+        when it made it itself)."""
+        self.leads_cron = False
+        """Whether this replica led the cron rebuild at its last try."""
+        self._ready = False
+        self._rebuilding = asyncio.Lock()
+        self._rebuild_asked = False
+        self._rebuild_task: asyncio.Task[None] | None = None
         self.urls = Urls(settings.public_base_url)
         self.folder = settings.data_dir / "readmodel"
         self.cache = DocumentCache()
@@ -203,9 +228,19 @@ class ProjectionRunner:
             self._open(current)
         return current
 
+    @property
+    def ready(self) -> bool:
+        """Started: the read model was built or opened, and caught up with the log as
+        it was then (readiness also needs the lag to stay small)."""
+        return self._ready
+
     async def start(self) -> None:
         """Open the current generation (building one if there is none or it is out of
-        date), catch up, and start the jobs."""
+        date), catch up, and start the jobs; from then on rebuild whenever a rebuild
+        is announced."""
+        if self._owns_coordinator:
+            await self.coordinator.open()
+        await self.coordinator.subscribe_rebuild(self.request_rebuild)
         current = self.open_current()
         self._remove_stale_generations()
         if current is None:
@@ -228,17 +263,37 @@ class ProjectionRunner:
             )
         if self.settings.rebuild_cron:
             self.scheduler.add_job(
-                self.rebuild,
+                self._cron_rebuild,
                 CronTrigger.from_crontab(self.settings.rebuild_cron, timezone=UTC),
                 id="rebuild",
                 max_instances=1,
                 coalesce=True,
             )
+            self.scheduler.add_job(
+                self.try_to_lead,
+                "interval",
+                seconds=LEAD_INTERVAL_S,
+                id="leadership",
+                max_instances=1,
+                coalesce=True,
+            )
+            await self.try_to_lead()
         self.scheduler.start()
         self._waker = asyncio.create_task(self._wake_on_commit(), name="feedsvc-projection-waker")
+        self._ready = True
+        if self._rebuild_asked:  # announced while this replica was starting
+            self.request_rebuild()
 
     async def stop(self) -> None:
         """Stop the jobs, let the batch in flight finish, close the read model."""
+        self._ready = False
+        if self._rebuild_task is not None:
+            self._rebuild_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rebuild_task
+            self._rebuild_task = None
+        if self._owns_coordinator:
+            await self.coordinator.close()
         if self._waker is not None:
             self._waker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -492,12 +547,51 @@ class ProjectionRunner:
 
     # -- rebuilding -------------------------------------------------------------------
 
+    async def try_to_lead(self) -> bool:
+        """Try to lead the cron rebuild among the replicas (the leadership job)."""
+        leads = await self.coordinator.lead(CRON_LEADERSHIP)
+        if leads != self.leads_cron:
+            log.info("this replica %s the cron rebuild", "leads" if leads else "no longer leads")
+        self.leads_cron = leads
+        return leads
+
+    async def _cron_rebuild(self) -> None:
+        if await self.try_to_lead():
+            await self.rebuild()
+        else:
+            log.info("the cron rebuild runs on the replica that leads it, not this one")
+
+    def request_rebuild(self) -> None:
+        """Rebuild soon, in the background (a rebuild was announced). Announcements
+        while a rebuild runs make one more after it; before the runner has started,
+        one once it has."""
+        self._rebuild_asked = True
+        if not self._ready:
+            return
+        if self._rebuild_task is None or self._rebuild_task.done():
+            self._rebuild_task = asyncio.create_task(
+                self._rebuild_while_asked(), name="feedsvc-announced-rebuild"
+            )
+
+    async def _rebuild_while_asked(self) -> None:
+        while self._rebuild_asked:
+            self._rebuild_asked = False
+            try:
+                await self.rebuild()
+            except Exception:
+                log.exception("the announced rebuild failed; the current read model serves on")
+
     async def rebuild(
         self, progress: Callable[[int], object] | None = None, *, in_server: bool = True
     ) -> int:
         """Build a fresh generation from the whole log, then swap it in. Returns the
         position it reached. Outside the server (``in_server=False``) old generations
-        are left for the server to remove once it has switched."""
+        are left for the server to remove once it has switched. One rebuild runs at a
+        time; another waits for it."""
+        async with self._rebuilding:
+            return await self._rebuild(progress, in_server=in_server)
+
+    async def _rebuild(self, progress: Callable[[int], object] | None, *, in_server: bool) -> int:
         started = time.perf_counter()
         target = self._next_generation()
         conn = connect(target, building=True)
@@ -632,7 +726,11 @@ class ProjectionRunner:
 
     def stats(self) -> dict[str, Any]:
         """Numbers for metrics and readiness."""
-        return {"position": self._position, "rebuilds": len(self.rebuild_seconds)}
+        return {
+            "position": self._position,
+            "rebuilds": len(self.rebuild_seconds),
+            "leads_cron": self.leads_cron,
+        }
 
 
 def _delete_generation(path: Path) -> None:

@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from feedsvc.auth import RateLimiter, TokenInfo, ensure_admin_token, retry_after
+from feedsvc.auth import TokenInfo, ensure_admin_token, retry_after
 from feedsvc.domain.events import (
     ValidEvent,
     is_slug,
@@ -53,8 +53,8 @@ from feedsvc.rendering.sanitize import display_warnings
 from feedsvc.store import make_token_store
 from feedsvc.store.port import AppendResult, EventStore, Expected
 from feedsvc.web.keys import (
+    COORDINATOR,
     METRICS,
-    RATE_LIMITER,
     READ_AHEAD,
     SERVICE,
     SETTINGS,
@@ -96,7 +96,7 @@ def _bad_parameter(name: str, detail: str, place: ProblemPlace = "parameter") ->
 
 
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The token store, the per-token rate limiter, and the first admin token."""
+    """The token store and the first admin token."""
     settings = app[SETTINGS]
     tokens = make_token_store(settings)
     await tokens.open()
@@ -106,7 +106,6 @@ async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("first start: wrote an admin token to %s (mode 0600)", path)
             print(f"feedsvc: first start: an admin token is in {path}", flush=True)
         app[TOKENS] = tokens
-        app[RATE_LIMITER] = RateLimiter(settings.token_rate_per_s, settings.token_burst)
         app[STOPPING] = asyncio.Event()
         yield
     finally:
@@ -146,14 +145,17 @@ async def _authenticate(request: web.Request) -> TokenInfo:
     return token
 
 
-def _check_rate(request: web.Request, token: TokenInfo) -> None:
-    limiter = request.app[RATE_LIMITER]
-    wait = limiter.take(token.name)
+async def _check_rate(request: web.Request, token: TokenInfo) -> None:
+    """Spend one append from the token's bucket, shared by every replica."""
+    app = request.app
+    settings = app[SETTINGS]
+    rate, burst = settings.token_rate_per_s, settings.token_burst
+    wait = await app[COORDINATOR].take(f"token:{token.name}", rate, burst)
     if wait > 0:
         after = retry_after(wait)
         raise RateLimited(
-            f"token {token.name!r} may append {limiter.rate:g} times a second "
-            f"(bursts of {limiter.burst:g}); retry after {after} s",
+            f"token {token.name!r} may append {rate:g} times a second "
+            f"(bursts of {max(1, burst):g}); retry after {after} s",
             retry_after=after,
         )
 
@@ -410,7 +412,7 @@ async def append_events(request: web.Request) -> web.StreamResponse:
     settings, store = app[SETTINGS], app[STORE]
     slug = request.match_info["slug"]
     token = await _authenticate(request)
-    _check_rate(request, token)
+    await _check_rate(request, token)
     if not token.scope.may_append(slug):
         raise Forbidden(
             f"token {token.name!r} (scope {token.scope}) may not append to story {slug!r}"

@@ -1,9 +1,10 @@
 """The aiohttp application: ``create_app(settings)`` and ``serve(settings)``.
 
-Every resource lives in its own ``cleanup_ctx`` (database, projections and their
-scheduler), so start-up and shutdown mirror each other; every route is listed in
-:mod:`feedsvc.web.routes`, each wrapped in :func:`feedsvc.web.ops.observed`, which gives
-requests their ids, turns errors into problem+json answers, counts and logs them.
+Every resource lives in its own ``cleanup_ctx`` (database, the coordination with other
+replicas, projections and their scheduler), so start-up and shutdown mirror each other;
+every route is listed in :mod:`feedsvc.web.routes`, each wrapped in
+:func:`feedsvc.web.ops.observed`, which gives requests their ids, turns errors into
+problem+json answers, counts and logs them.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from feedsvc.errors import FeedsvcError
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
-from feedsvc.store import make_store
+from feedsvc.store import make_coordinator, make_store
 from feedsvc.web import api, ops, routes
-from feedsvc.web.keys import PROJECTIONS, READ_AHEAD, SERVICE, SETTINGS, STORE
+from feedsvc.web.keys import COORDINATOR, PROJECTIONS, READ_AHEAD, SERVICE, SETTINGS, STORE
 from feedsvc.web.readahead import ReadAhead
 
 log = logging.getLogger("feedsvc.web")
@@ -47,8 +48,18 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _coordinator_ctx(app: web.Application) -> AsyncIterator[None]:
+    coordinator = make_coordinator(app[SETTINGS])
+    await coordinator.open()
+    app[COORDINATOR] = coordinator
+    try:
+        yield
+    finally:
+        await coordinator.close()
+
+
 async def _projections_ctx(app: web.Application) -> AsyncIterator[None]:
-    runner = ProjectionRunner(app[STORE], app[SETTINGS])
+    runner = ProjectionRunner(app[STORE], app[SETTINGS], app[COORDINATOR])
     await runner.start()
     app[PROJECTIONS] = runner
     try:
@@ -63,6 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_coordinator_ctx)
     app.cleanup_ctx.append(ops.metrics_ctx)
     app.cleanup_ctx.append(api.tokens_ctx)
     app.on_shutdown.append(api.stop_followers)

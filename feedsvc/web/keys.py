@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from feedsvc.auth import RateLimiter
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
-from feedsvc.store import EventStore, TokenStore
+from feedsvc.store import Coordinator, EventStore, TokenStore
 
 if TYPE_CHECKING:
     from feedsvc.projections.runner import ProjectionRunner
@@ -22,7 +21,8 @@ STORE = web.AppKey("store", EventStore)
 SERVICE = web.AppKey("service", StoryService)
 PROJECTIONS: web.AppKey[ProjectionRunner] = web.AppKey("projections")
 TOKENS = web.AppKey("tokens", TokenStore)
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+COORDINATOR = web.AppKey("coordinator", Coordinator)
+"""What this replica shares with the others: rate limits, leadership, rebuilds."""
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 READ_AHEAD: web.AppKey[ReadAhead] = web.AppKey("read_ahead")
 STOPPING = web.AppKey("stopping", asyncio.Event)

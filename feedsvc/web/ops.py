@@ -1,7 +1,9 @@
 """Operating the service: health, readiness, Prometheus metrics, request logs.
 
-* ``/healthz`` answers while the process runs; ``/readyz`` only while the database
-  answers and the projections are no more than ``ready_max_lag`` events behind.
+* ``/healthz`` answers while the process runs; ``/readyz`` only once this replica's
+  projections have started (built or opened their read model and caught up with the
+  log), and then while the database answers and they are no more than
+  ``ready_max_lag`` events behind.
 * ``/metrics`` exposes a per-app :class:`~prometheus_client.CollectorRegistry`, so two
   apps in one process (the test suite) never share counters.
 * :func:`observed` wraps every route's handler: it gives the request an id
@@ -221,7 +223,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """The database answers and the projections are close enough to the log."""
+    """The database answers, and this replica's projections have started and are close
+    enough to the log."""
     app = request.app
     settings = app[SETTINGS]
     no_store = {"Cache-Control": "no-store"}
@@ -232,17 +235,22 @@ async def readyz(request: web.Request) -> web.Response:
         raise NotReady(
             f"the database does not answer: {e or 'timed out'}", {"database": "failing"}
         ) from e
-    lag: int | None = None
-    if PROJECTIONS in app:
-        lag = int(await app[PROJECTIONS].lag())
-        if lag > settings.ready_max_lag:
-            raise NotReady(
-                f"the projections are {lag} events behind the log "
-                f"(ready at {settings.ready_max_lag} or fewer)",
-                {"database": "ok", "projections": "lagging"},
-                head=head,
-                projection_lag=lag,
-            )
+    runner = app.get(PROJECTIONS)
+    if runner is None or not runner.ready:
+        raise NotReady(
+            "the projections are starting: the read model has not caught up with the log yet",
+            {"database": "ok", "projections": "starting"},
+            head=head,
+        )
+    lag = int(await runner.lag())
+    if lag > settings.ready_max_lag:
+        raise NotReady(
+            f"the projections are {lag} events behind the log "
+            f"(ready at {settings.ready_max_lag} or fewer)",
+            {"database": "ok", "projections": "lagging"},
+            head=head,
+            projection_lag=lag,
+        )
     return _json(Ready(head=head, projection_lag=lag).to_json(), no_store)
 
 

@@ -1,4 +1,5 @@
-"""The runner: catch-up woken by appends, rebuild and swap, version change, crash resume."""
+"""The runner: catch-up woken by appends, rebuild and swap, version change, crash resume,
+and its coordination with other replicas (cron leadership, announced rebuilds)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import signal
 import sqlite3
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
 from feedsvc.settings import Settings
 from feedsvc.store import EventStore, make_store
+from feedsvc.store.coordination import LocalCoordinator
 from tests.conftest import SEED_STREAM, opened, reported
 
 
@@ -259,3 +261,59 @@ async def test_a_read_model_written_unsynced_before_a_restart_is_built_again(
         assert all_documents(restarted) == before
     finally:
         await restarted.stop()
+
+
+class _Follower(LocalCoordinator):
+    """A replica's coordination where another replica leads, and rebuilds are told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list[Callable[[], object]] = []
+
+    async def lead(self, name: str) -> bool:
+        return False
+
+    async def subscribe_rebuild(self, listener: Callable[[], object]) -> None:
+        self.listeners.append(listener)
+
+
+async def test_the_cron_rebuild_runs_only_where_it_is_led_and_a_told_rebuild_everywhere(
+    store: EventStore, settings: Settings
+) -> None:
+    follower = _Follower()
+    runner = ProjectionRunner(
+        store, dataclasses.replace(settings, rebuild_cron="0 0 1 1 *"), follower
+    )
+    await runner.start()
+    try:
+        assert not runner.leads_cron
+        cron = runner.scheduler.get_job("rebuild")
+        assert cron is not None
+        await cron.func()
+        assert len(runner.rebuild_seconds) == 1  # the one on start, not the cron's
+        assert len(follower.listeners) == 1
+        follower.listeners[0]()  # a rebuild is announced
+        for _ in range(600):
+            if len(runner.rebuild_seconds) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(runner.rebuild_seconds) == 2
+        assert runner.ready and await runner.lag() == 0
+    finally:
+        await runner.stop()
+    assert not runner.ready
+
+
+async def test_the_local_coordinator_always_leads_the_cron_rebuild(
+    store: EventStore, settings: Settings
+) -> None:
+    runner = ProjectionRunner(store, dataclasses.replace(settings, rebuild_cron="0 0 1 1 *"))
+    await runner.start()
+    try:
+        assert runner.leads_cron
+        cron = runner.scheduler.get_job("rebuild")
+        assert cron is not None
+        await cron.func()
+        assert len(runner.rebuild_seconds) == 2
+    finally:
+        await runner.stop()

@@ -9,8 +9,10 @@ database of its own that is dropped afterwards; without the variable they are sk
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,12 @@ import asyncpg
 import pytest
 
 from feedsvc.auth import retry_after
+from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.settings import Settings
-from feedsvc.store import Coordinator, make_coordinator
+from feedsvc.store import Coordinator, EventStore, make_coordinator
 from feedsvc.store.coordination import LocalCoordinator
 from feedsvc.store.pg_coordination import lock_key
+from tests.conftest import REPO
 
 ENV = "FEEDSVC_TEST_DATABASE_URL"
 TIMEOUT_S = 10.0
@@ -220,3 +224,74 @@ async def test_a_rebuild_announced_by_one_replica_reaches_the_others(
         assert loop.time() < deadline, "the listener did not come back"
         await a.announce_rebuild()
         await asyncio.sleep(0.1)
+
+
+# -- replicas: runners on one log, each with its own read model -------------------------
+
+
+async def test_replicas_lead_the_cron_rebuild_once_and_each_rebuilds_when_told(
+    scratch_url: str, tmp_path: Path, seeded_store: EventStore
+) -> None:
+    runners: list[ProjectionRunner] = []
+    for name in ("one", "two"):
+        settings = Settings.load(
+            None,
+            environ={},
+            data_dir=tmp_path / name,
+            database_url=scratch_url,
+            public_base_url="http://127.0.0.1:8080",
+            rebuild_cron="0 0 1 1 *",
+        )
+        runner = ProjectionRunner(seeded_store, settings)  # coordinates through the server
+        await runner.start()
+        runners.append(runner)
+    try:
+        one, two = runners
+        assert one.ready and two.ready
+        assert [one.leads_cron, two.leads_cron] == [True, False]
+        cron = two.scheduler.get_job("rebuild")
+        assert cron is not None
+        await cron.func()  # the cron fires on a replica that does not lead: nothing
+        assert len(two.rebuild_seconds) == len(one.rebuild_seconds) == 1  # on start
+
+        config = tmp_path / "cli.toml"
+        config.write_text(
+            f"data_dir = {json.dumps(str(tmp_path / 'cli'))}\n"
+            f"database_url = {json.dumps(scratch_url)}\n"
+        )
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "feedsvc.cli",
+            "--config",
+            str(config),
+            "rebuild",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        out, err = await asyncio.wait_for(cli.communicate(), TIMEOUT_S * 3)
+        assert cli.returncode == 0, err.decode()
+        assert b"announced a rebuild" in out
+        assert not (tmp_path / "cli" / "readmodel").exists()  # nothing built by the CLI
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT_S * 3
+        while any(len(r.rebuild_seconds) < 2 for r in runners):
+            assert loop.time() < deadline, "a replica did not rebuild when told to"
+            await asyncio.sleep(0.05)
+        for runner in runners:
+            await runner.render_all()
+        docs = [await r.document("/feeds/all.atom") for r in runners]
+        assert docs[0] is not None and docs[1] is not None
+        assert docs[0].etag == docs[1].etag and docs[0].body == docs[1].body
+
+        await one.stop()  # the leader goes away: the other takes the cron over
+        for _ in range(100):
+            if await two.try_to_lead():
+                break
+            await asyncio.sleep(0.1)
+        assert two.leads_cron
+    finally:
+        for runner in runners:
+            await runner.stop()

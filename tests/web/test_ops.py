@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from feedsvc.check import check_log
 from feedsvc.errors import ConfigError
+from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.settings import Settings
 from feedsvc.store.sqlite import SQLiteEventStore
 from feedsvc.web.keys import PROJECTIONS
@@ -360,3 +361,15 @@ def test_sigterm_finishes_appends_in_flight_and_exits_0(tmp_path: Path) -> None:
     assert token.removeprefix("fsv_") not in logs
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     assert any(line.get("status") == 201 for line in lines)  # JSON request logs
+
+
+async def test_readyz_fails_until_the_projections_have_started(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = await start()
+    assert (await svc.client.get("/readyz")).status == 200
+    monkeypatch.setattr(ProjectionRunner, "ready", property(lambda self: False))
+    response = await svc.client.get("/readyz")
+    assert response.status == 503
+    body = await response.json(content_type="application/problem+json")
+    assert "starting" in body["detail"]
