@@ -1,8 +1,9 @@
 """The coordination of replicas through PostgreSQL (:class:`PostgresCoordinator`).
 
 * **Rate limits**: one row per key in ``rate_buckets``, refilled and spent by a single
-  ``INSERT … ON CONFLICT DO UPDATE`` that reads the server's ``clock_timestamp()``, so
-  every replica spends from the same bucket whatever their own clocks say. The table
+  ``INSERT … ON CONFLICT DO UPDATE … WHERE`` that reads the server's
+  ``clock_timestamp()``, so every replica spends from the same bucket whatever their
+  own clocks say. The table
   is ``UNLOGGED``: buckets are worth nothing after a crash of the server.
 * **Leadership**: a session-level advisory lock per job name, taken with
   ``pg_try_advisory_lock`` on a connection of its own. When the leading process dies
@@ -49,22 +50,24 @@ RECONNECT_MAX_S = 30.0
 _ELAPSED = "GREATEST(0, EXTRACT(EPOCH FROM excluded.updated_at - b.updated_at))::float8"
 _REFILLED = f"LEAST($3::float8, b.level + {_ELAPSED} * $2::float8)"
 TAKE = f"""
-WITH now AS (SELECT clock_timestamp() AS t)
 INSERT INTO rate_buckets AS b (key, level, updated_at)
-SELECT $1, $3::float8 - $4::float8, now.t FROM now
-ON CONFLICT (key) DO UPDATE SET
-    level = CASE WHEN {_REFILLED} >= $4::float8 THEN {_REFILLED} - $4::float8 ELSE b.level END,
-    updated_at = CASE WHEN {_REFILLED} >= $4::float8 THEN excluded.updated_at
-                      ELSE b.updated_at END
-RETURNING
-    b.updated_at = (SELECT t FROM now) AS allowed,
-    b.level,
-    EXTRACT(EPOCH FROM (SELECT t FROM now) - b.updated_at)::float8 AS elapsed
+VALUES ($1, $3::float8 - $4::float8, clock_timestamp())
+ON CONFLICT (key) DO UPDATE
+    SET level = {_REFILLED} - $4::float8, updated_at = excluded.updated_at
+    WHERE {_REFILLED} >= $4::float8
+RETURNING b.level
 """
-"""Spend from a bucket in one statement: $1 key, $2 rate, $3 burst, $4 cost. An
-allowed request stores the refilled level less the cost, stamped with the statement's
-time; a refused one leaves the row as it was, and its answer gives the level and the
-seconds since it was stamped, from which the wait follows."""
+"""Spend from a bucket in one statement: $1 key, $2 rate, $3 burst, $4 cost (at most
+the burst). A new bucket starts full; an existing one is refilled for the time since
+it was last spent from, by the server's clock, and spent from only if that covers the
+cost. A row comes back if and only if the request is allowed."""
+LEVEL = """
+SELECT level, GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - updated_at))::float8
+    AS elapsed
+FROM rate_buckets WHERE key = $1
+"""
+"""A refused bucket's level and the seconds since it was last spent from: how long
+the request would have to wait."""
 
 
 def lock_key(name: str) -> int:
@@ -129,13 +132,16 @@ class PostgresCoordinator(Coordinator):
         if cost > burst:
             return (cost - burst) / rate  # no bucket ever holds that much
         try:
-            row = await self._pool.fetchrow(
+            allowed = await self._pool.fetchrow(
                 TAKE, key, float(rate), burst, float(cost), timeout=QUERY_TIMEOUT_S
             )
+            if allowed is not None:
+                return 0.0
+            row = await self._pool.fetchrow(LEVEL, key, timeout=QUERY_TIMEOUT_S)
         except Exception as e:
             raise pg.translate(e, self.url) from e
-        if row["allowed"]:
-            return 0.0
+        if row is None:  # gone meanwhile: a new bucket would be full
+            return 1e-6
         level = refill(float(row["level"]), float(row["elapsed"]), rate, burst)
         return max((cost - level) / rate, 1e-6)
 

@@ -153,6 +153,15 @@ async def test_two_replicas_spend_from_one_bucket(replica: Pair) -> None:
     assert refused > 0  # more than a bucket ever holds
 
 
+async def test_concurrent_spending_on_two_replicas_never_exceeds_the_burst(replica: Pair) -> None:
+    a, b = await replica(), await replica()
+    waits = await asyncio.gather(
+        *(replica_.take("token:busy", 0.001, 10) for replica_ in (a, b) for _ in range(20))
+    )
+    assert sum(1 for wait in waits if wait == 0) == 10
+    assert all(wait > 0 for wait in waits if wait != 0)
+
+
 async def test_a_bucket_refills_at_its_rate(replica: Pair) -> None:
     a, b = await replica(), await replica()
     assert await a.take("fast", 1000.0, 1) == 0.0
