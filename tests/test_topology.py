@@ -243,7 +243,7 @@ def require_nginx() -> str:
     binary = nginx_binary()
     if binary is None:
         message = (
-            "nginx is not installed (apt-get install nginx-light): the topology of "
+            "nginx is not installed (apt-get install nginx): the topology of "
             "docker-compose.scale.yml cannot run without it"
         )
         if os.environ.get("CI") == "true":
