@@ -854,3 +854,43 @@ def test_an_expired_entry_is_revalidated_with_its_etag(tmp_path: Path) -> None:
         # entry's ETag, and got no body
         assert set(seen) <= {"HIT", "STALE", "UPDATING", "REVALIDATED", "EXPIRED"}, seen
         assert "MISS" not in seen
+
+
+def test_the_live_tail_through_nginx_delivers_a_new_event(topo: Topology) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", topo.proxy, timeout=30)
+    try:
+        conn.request("GET", "/api/events/live", headers={"Accept": "text/event-stream"})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert (response.getheader("Content-Type") or "").startswith("text/event-stream")
+        assert not response.getheader("X-Cache-Status")
+        event_id = str(uuid.uuid4())
+        event = {
+            "id": event_id,
+            "type": "development.reported",
+            "occurred_at": "2017-10-14",
+            "data": {
+                "development_id": f"live-{uuid.uuid4().hex[:8]}",
+                "kind": "statement",
+                "headline": "A statement followed live",
+                "body": "It reached the live tail through the proxy.",
+            },
+        }
+        headers = {
+            "Authorization": f"Bearer {topo.admin_token()}",
+            "Content-Type": "application/json",
+        }
+        url = f"/api/stories/{SLUG}/events"
+        created = request(topo.proxy, url, headers, "POST", json.dumps(event).encode())
+        assert created.status == 201, created.body
+        # the event arrives on the stream opened before it was appended (through the
+        # cache-less location; its being unbuffered is checked on the config above)
+        seen: list[bytes] = []
+        while True:
+            line = response.fp.readline()
+            assert line, f"the stream ended before the event: {seen}"
+            seen.append(line)
+            if event_id.encode() in line:
+                break
+    finally:
+        conn.close()
