@@ -32,6 +32,17 @@ import yaml
 
 from feedsvc.settings import Settings
 from feedsvc.web.app import create_app
+from tests.test_topology import (
+    NGINX_CONF,
+    SCALE_COMPOSE,
+    environment,
+    http_block,
+    parse_nginx,
+    published,
+    replica_names,
+    scale_compose,
+    the_server,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -437,6 +448,117 @@ def test_restart_and_stop_policy(deployment: Deployment, settings: Settings) -> 
     grace = duration_s(deployment.service.get("stop_grace_period", "10s"))
     # a long-poll in flight may take max_wait_s; Docker must not kill feedsvc before it ends
     assert grace > settings.max_wait_s, f"stop_grace_period {grace}s ≤ max_wait_s"
+
+
+# -- the scale-out file: docker-compose.scale.yml --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scale() -> dict[str, Any]:
+    """docker-compose.scale.yml, as compose reads it (merge keys resolved)."""
+    return scale_compose()
+
+
+def replica_settings(scale: dict[str, Any], name: str, config_file: Path) -> Settings:
+    """What a replica loads: the container's config file, then its environment."""
+    return Settings.load(config_file, environ=environment(scale["services"][name]))
+
+
+def test_plain_compose_up_is_still_the_single_sqlite_service(settings: Settings) -> None:
+    document = compose_document()
+    assert set(document["services"]) == {SERVICE}, "docker-compose.yml gained services"
+    assert "profiles" not in document["services"][SERVICE]
+    assert not settings.database_url and settings.store_url.startswith("sqlite:///")
+    assert not environment(document["services"][SERVICE]).get("FEEDSVC_DATABASE_URL")
+
+
+def test_replicas_are_the_image_and_command_of_the_single_service(
+    deployment: Deployment, scale: dict[str, Any]
+) -> None:
+    names = replica_names(scale)
+    assert len(names) == 2
+    for name in names:
+        replica = scale["services"][name]
+        assert replica["build"] == deployment.service["build"], f"{name} builds another image"
+        assert replica["image"] == deployment.service["image"]
+        assert replica.get("command") is None, f"{name} overrides the image's command"
+        config = next((m for m in mounts(replica) if m.target == "/app/config"), None)
+        assert config is not None and config.is_bind and config.read_only
+        assert (SCALE_COMPOSE.parent / config.source).resolve() == ROOT / "config"
+        assert replica.get("restart") == "on-failure"
+        assert replica.get("stop_signal", "SIGTERM") == "SIGTERM"
+        assert duration_s(replica.get("stop_grace_period", "10s")) > Settings().max_wait_s
+
+
+def test_each_replica_keeps_its_read_model_on_its_own_volume(
+    scale: dict[str, Any], config_file: Path
+) -> None:
+    volumes = []
+    for name in replica_names(scale):
+        settings = replica_settings(scale, name, config_file)
+        by_target = {m.target: m for m in mounts(scale["services"][name])}
+        data = by_target.get(str(settings.data_dir))
+        assert data is not None and not data.is_bind, f"{name}: data_dir is not a named volume"
+        assert data.source in (scale.get("volumes") or {}), f"{name}: {data.source} undeclared"
+        volumes.append(data.source)
+    assert len(set(volumes)) == len(volumes), f"replicas share a read model volume: {volumes}"
+
+
+def test_replicas_keep_the_log_in_the_postgres_service(
+    scale: dict[str, Any], config_file: Path
+) -> None:
+    services = scale["services"]
+    for name in replica_names(scale):
+        settings = replica_settings(scale, name, config_file)
+        url = urlsplit(settings.store_url)
+        assert url.scheme == "postgresql", f"{name}: the log is at {settings.store_url}"
+        assert url.hostname in services, f"{name}: {url.hostname} is not a service"
+        database = services[url.hostname]
+        assert str(database["image"]).startswith("postgres:")
+        assert (url.port or 5432) == 5432
+        env = environment(database)
+        assert url.path.lstrip("/") == env.get("POSTGRES_DB", env.get("POSTGRES_USER"))
+        assert url.username == env.get("POSTGRES_USER", "postgres")
+        assert url.password or env.get("POSTGRES_HOST_AUTH_METHOD") == "trust", (
+            f"{name} gives no password and the database asks for one"
+        )
+        depends = services[name].get("depends_on") or {}
+        assert depends.get(url.hostname, {}).get("condition") == "service_healthy"
+
+
+def test_nginx_reaches_the_replicas_where_they_listen_and_they_link_to_it(
+    scale: dict[str, Any], config_file: Path
+) -> None:
+    conf = parse_nginx(NGINX_CONF.read_text(encoding="utf-8"))
+    upstream = http_block(conf).children("upstream")[0]
+    servers = {d.args[0] for d in upstream.children("server")}
+    proxy = scale["services"]["nginx"]
+    listen = int(the_server(conf).children("listen")[0].args[0])
+    host_port = published(proxy)[listen]
+    for name in replica_names(scale):
+        settings = replica_settings(scale, name, config_file)
+        assert f"{name}:{settings.http_port}" in servers, f"nginx does not reach {name}"
+        assert settings.http_host == "0.0.0.0"
+        assert urlsplit(settings.public_base_url).port == host_port, (
+            f"{name} links to {settings.public_base_url}, readers reach nginx on {host_port}"
+        )
+
+
+def test_replica_health_checks_ask_the_readiness_route(
+    scale: dict[str, Any], config_file: Path
+) -> None:
+    for name in replica_names(scale):
+        settings = replica_settings(scale, name, config_file)
+        routes = {
+            (r.method, r.resource.canonical)
+            for r in create_app(settings).router.routes()
+            if r.resource is not None
+        }
+        test = scale["services"][name]["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        url = urlsplit(health_url([str(t) for t in test[1:]]))
+        assert ("GET", url.path) in routes and url.path == "/readyz"
+        assert url.hostname in ("127.0.0.1", "localhost") and url.port == settings.http_port
 
 
 # -- the container's command, run here ------------------------------------------------
