@@ -93,21 +93,27 @@ MIGRATIONS: list[str] = [
         FOR EACH STATEMENT EXECUTE FUNCTION feedsvc_events_append_only();
     DO $$
     BEGIN
-        CREATE ROLE {WRITER_ROLE} NOLOGIN;
-    EXCEPTION
-        WHEN duplicate_object OR unique_violation THEN NULL;
-    END
-    $$;
-    REVOKE ALL ON events FROM {WRITER_ROLE};
-    GRANT SELECT, INSERT ON events TO {WRITER_ROLE};
-    DO $$
-    BEGIN
-        EXECUTE format('GRANT USAGE ON SCHEMA %I TO {WRITER_ROLE}', current_schema());
-        EXECUTE format('GRANT {WRITER_ROLE} TO %I', current_user);
-    EXCEPTION
-        WHEN insufficient_privilege OR invalid_grant_operation THEN
-            RAISE NOTICE 'feedsvc: % cannot be granted {WRITER_ROLE}; writes run as itself',
-                current_user;
+        BEGIN
+            CREATE ROLE {WRITER_ROLE} NOLOGIN;
+        EXCEPTION
+            -- roles are cluster-wide: another database or process may have made it
+            WHEN duplicate_object OR unique_violation THEN NULL;
+            WHEN insufficient_privilege THEN
+                RAISE NOTICE 'feedsvc: % may not create roles; writes run as itself',
+                    current_user;
+        END;
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{WRITER_ROLE}') THEN
+            REVOKE ALL ON events FROM {WRITER_ROLE};
+            GRANT SELECT, INSERT ON events TO {WRITER_ROLE};
+            BEGIN
+                EXECUTE format('GRANT USAGE ON SCHEMA %I TO {WRITER_ROLE}', current_schema());
+                EXECUTE format('GRANT {WRITER_ROLE} TO %I', current_user);
+            EXCEPTION
+                WHEN insufficient_privilege OR invalid_grant_operation THEN
+                    RAISE NOTICE 'feedsvc: % cannot take {WRITER_ROLE}; writes run as itself',
+                        current_user;
+            END;
+        END IF;
     END
     $$;
     """,
