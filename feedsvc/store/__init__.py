@@ -25,10 +25,15 @@ __all__ = [
     "make_token_store",
 ]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""The URL schemes of a PostgreSQL server."""
+_KNOWN = "sqlite:///, postgresql:// and postgres://"
+
 
 def make_store(settings: Settings, create: bool = False) -> EventStore:
     """The configured event store (not yet opened); ``create`` lets it make a new
-    database where there is none."""
+    SQLite file where there is none (a PostgreSQL database must exist; its tables are
+    made on open)."""
     url = settings.store_url
     if url.startswith("sqlite:///"):
         from feedsvc.store.sqlite import SQLiteEventStore
@@ -41,7 +46,13 @@ def make_store(settings: Settings, create: bool = False) -> EventStore:
             max_group=settings.max_group_commit,
             create=create,
         )
-    raise ConfigError(f"database_url {url!r}: this feedsvc knows sqlite:///")
+    if url.startswith(POSTGRES_SCHEMES):
+        from feedsvc.store.postgres import PostgresEventStore
+
+        return PostgresEventStore(
+            url, max_group=settings.max_group_commit, readers=settings.readers
+        )
+    raise ConfigError(f"database_url {url!r}: this feedsvc knows {_KNOWN}")
 
 
 def make_token_store(settings: Settings) -> TokenStore:
@@ -52,7 +63,11 @@ def make_token_store(settings: Settings) -> TokenStore:
         from feedsvc.store.sqlite_tokens import SQLiteTokenStore
 
         return SQLiteTokenStore(settings.database_path, busy_timeout_ms=settings.busy_timeout_ms)
-    raise ConfigError(f"database_url {url!r}: this feedsvc knows sqlite:///")
+    if url.startswith(POSTGRES_SCHEMES):
+        from feedsvc.store.postgres_tokens import PostgresTokenStore
+
+        return PostgresTokenStore(url)
+    raise ConfigError(f"database_url {url!r}: this feedsvc knows {_KNOWN}")
 
 
 def make_coordinator(settings: Settings) -> Coordinator:
@@ -61,8 +76,8 @@ def make_coordinator(settings: Settings) -> Coordinator:
     url = settings.store_url
     if url.startswith("sqlite:///"):
         return LocalCoordinator()
-    if url.startswith(("postgresql://", "postgres://")):
+    if url.startswith(POSTGRES_SCHEMES):
         from feedsvc.store.pg_coordination import PostgresCoordinator
 
         return PostgresCoordinator(url)
-    raise ConfigError(f"database_url {url!r}: this feedsvc knows sqlite:/// and postgresql://")
+    raise ConfigError(f"database_url {url!r}: this feedsvc knows {_KNOWN}")

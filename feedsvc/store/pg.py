@@ -117,3 +117,7 @@ async def migrate(connection: Any, component: str, migrations: Sequence[str], ur
         return len(migrations)
     finally:
         await connection.execute(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+
+
+UniqueViolation = asyncpg.UniqueViolationError
+"""The driver's error for a broken unique constraint (for adapters that answer it)."""

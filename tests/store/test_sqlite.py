@@ -11,20 +11,12 @@ from pathlib import Path
 import pytest
 
 from feedsvc.auth import Scope
-from feedsvc.domain.events import RecordedEvent
 from feedsvc.errors import NotAFeedsvcDatabase, SchemaTooNew, StoreUnavailable
-from feedsvc.ndjson import read_ndjson
 from feedsvc.store.port import EventStore
 from feedsvc.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteEventStore, _statements
 from feedsvc.store.sqlite_tokens import SQLiteTokenStore
-from tests.conftest import SEED, opened
+from tests.conftest import opened
 from tests.store.contract import EventStoreContract, valid
-
-
-@pytest.fixture
-def seed_events() -> list[RecordedEvent]:
-    """The seed story's events as exported."""
-    return read_ndjson(SEED)
 
 
 @pytest.fixture
