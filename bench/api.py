@@ -1532,7 +1532,7 @@ def _part(frames: Sequence[str]) -> str:
     if any(f.startswith("Projector.apply (") for f in frames):
         return _PARTS[0]
     if any(
-        f.startswith(("_connection_worker_thread (", "SQLiteEventStore._commit_group ("))
+        f.startswith(("_connection_worker_thread (", "SQLiteEventStore._write_group ("))
         for f in frames
     ):
         return _PARTS[1]

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +41,7 @@ from feedsvc.store.decide import (
     StoredEvent,
     decide_group,
 )
+from feedsvc.store.group import GroupCommit
 from feedsvc.store.port import AppendResult, EventStore, Expected
 
 log = logging.getLogger(__name__)
@@ -132,12 +132,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class _Request:
-    append: AppendRequest
-    future: asyncio.Future[AppendResult] = field(repr=False)
-
-
 class PostgresEventStore(EventStore):
     """The event store in a PostgreSQL database, shared by any number of processes."""
 
@@ -151,21 +145,17 @@ class PostgresEventStore(EventStore):
         self._listen_task: asyncio.Task[None] | None = None
         self._listening = False
         self._lost = asyncio.Event()
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
+        self._group = GroupCommit(
+            self._commit_group, lambda e: pg.translate(e, self.url), self._on_commit, max_group
+        )
         self._committed = asyncio.Event()
         self._head = 0
-        self._closing = False
         self._as_writer = ""
-        self.group_sizes: list[int] = []
-        """Sizes of recent group commits (events); trimmed to the last 1000."""
         self._commit_listeners: list[Callable[[int], object]] = []
 
     # -- life cycle ---------------------------------------------------------------
 
     async def open(self) -> None:
-        self._closing = False
         try:
             self._writer = await pg.create_pool(self.url, min_size=1, max_size=1)
             async with self._writer.acquire() as conn:
@@ -184,18 +174,10 @@ class PostgresEventStore(EventStore):
                 raise pg.translate(e, self.url) from e
             raise
         self._listen_task = asyncio.create_task(self._keep_listening(), name="feedsvc-pg-listen")
-        self._writer_task = asyncio.create_task(self._write_loop(), name="feedsvc-group-commit")
+        self._group.start()
 
     async def close(self) -> None:
-        self._closing = True
-        if self._writer_task is not None:
-            # let every queued append finish before the writer goes away
-            await self._queue.join()
-            async with self._write_lock:
-                self._writer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer_task
-            self._writer_task = None
+        await self._group.close()
         if self._listen_task is not None:
             self._listen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -268,61 +250,24 @@ class PostgresEventStore(EventStore):
 
     # -- writing -----------------------------------------------------------------
 
+    @property
+    def group_sizes(self) -> list[int]:
+        """Sizes of recent group commits (events); trimmed to the last 1000."""
+        return self._group.group_sizes
+
     async def append(
         self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
     ) -> AppendResult:
-        if self._writer is None or self._closing:
+        if self._writer is None:
             raise StoreUnavailable("the event store is closed")
-        if not events:
-            raise ValueError("append needs at least one event")
         if "\x00" in stream:
             raise ValueError("a stream name cannot hold U+0000 (PostgreSQL text cannot)")
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(AppendRequest(stream, events, expected), future))
-        return await asyncio.shield(future)
+        return await self._group.append(stream, events, expected)
 
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0].append.events)
-            while size < self.max_group and not self._queue.empty():
-                request = self._queue.get_nowait()
-                batch.append(request)
-                size += len(request.append.events)
-            try:
-                async with self._write_lock:
-                    await self._write_group(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _write_group(self, batch: list[_Request]) -> None:
-        try:
-            outcomes, rows = await self._commit_group([r.append for r in batch])
-        except asyncio.CancelledError:
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(StoreUnavailable("the event store closed"))
-            raise
-        except Exception as e:
-            error = e if isinstance(e, StoreError) else pg.translate(e, self.url)
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
-            return
-        if rows:
-            self.group_sizes.append(len(rows))
-            del self.group_sizes[:-1000]
-            for listener in self._commit_listeners:
-                listener(len(rows))
-            self._advance(rows[-1].position)
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if request.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                request.future.set_exception(outcome)
-            else:
-                request.future.set_result(outcome)
+    def _on_commit(self, rows: list[EventRow]) -> None:
+        for listener in self._commit_listeners:
+            listener(len(rows))
+        self._advance(rows[-1].position)
 
     async def _begin_write(self, conn: Any) -> None:
         """The first statements of every write transaction: the role, then the lock
@@ -374,7 +319,7 @@ class PostgresEventStore(EventStore):
             for name in ("id", "stream", "type", "occurred_at", "recorded_at"):
                 if "\x00" in getattr(event, name):
                     raise ImportFailed(index, f"{name} holds U+0000, which PostgreSQL refuses")
-        async with self._write_lock:
+        async with self._group.lock:
             try:
                 async with self._writer.acquire() as conn, conn.transaction():
                     await self._begin_write(conn)

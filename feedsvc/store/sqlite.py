@@ -22,7 +22,6 @@ import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -50,6 +49,7 @@ from feedsvc.store.decide import (
     StoredEvent,
     decide_group,
 )
+from feedsvc.store.group import GroupCommit
 from feedsvc.store.port import AppendResult, EncodedEvents, EventStore, Expected
 
 APPLICATION_ID = 0x66656564  # "feed"
@@ -102,13 +102,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class _Request:
-    append: AppendRequest
-    future: asyncio.Future[AppendResult] = field(repr=False)
-
-
 def _translate(e: BaseException, path: Path) -> StoreError:
+    """A driver error as the store's own, naming the file."""
     text = str(e)
     if isinstance(e, sqlite3.OperationalError) and "locked" in text:
         return StoreUnavailable(f"database {path} is locked by another process; try again")
@@ -148,14 +143,14 @@ class SQLiteEventStore(EventStore):
         self._writer_thread: ThreadPoolExecutor | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = 0
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
+        self._group = GroupCommit(
+            self._commit_group,
+            lambda e: _translate(e, self.path),
+            self._on_commit,
+            max_group,
+        )
         self._committed = asyncio.Event()
         self._head = 0
-        self._closing = False
-        self.group_sizes: list[int] = []
-        """Sizes of recent group commits (events); trimmed to the last 1000."""
         self._commit_listeners: list[Callable[[int], object]] = []
 
     # -- life cycle ---------------------------------------------------------------
@@ -180,7 +175,7 @@ class SQLiteEventStore(EventStore):
         except StoreError:
             await self.close()
             raise
-        self._writer_task = asyncio.create_task(self._write_loop(), name="feedsvc-group-commit")
+        self._group.start()
 
     async def _on_writer(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the writer's thread (the only one that uses it)."""
@@ -265,15 +260,7 @@ class SQLiteEventStore(EventStore):
         self._transaction(migrate)
 
     async def close(self) -> None:
-        self._closing = True
-        if self._writer_task is not None:
-            # let every queued append finish before the writer goes away
-            await self._queue.join()
-            async with self._write_lock:
-                self._writer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer_task
-            self._writer_task = None
+        await self._group.close()
         for conn in self._readers:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -291,61 +278,29 @@ class SQLiteEventStore(EventStore):
 
     # -- writing -----------------------------------------------------------------
 
+    @property
+    def group_sizes(self) -> list[int]:
+        """Sizes of recent group commits (events); trimmed to the last 1000."""
+        return self._group.group_sizes
+
     async def append(
         self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
     ) -> AppendResult:
-        if self._writer is None or self._closing:
+        if self._writer is None:
             raise StoreUnavailable("the event store is closed")
-        if not events:
-            raise ValueError("append needs at least one event")
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(AppendRequest(stream, events, expected), future))
-        return await asyncio.shield(future)
+        return await self._group.append(stream, events, expected)
 
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0].append.events)
-            while size < self.max_group and not self._queue.empty():
-                request = self._queue.get_nowait()
-                batch.append(request)
-                size += len(request.append.events)
-            try:
-                async with self._write_lock:
-                    await self._write_group(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+    async def _commit_group(
+        self, requests: list[AppendRequest]
+    ) -> tuple[list[Outcome], list[EventRow]]:
+        return await self._on_writer(self._write_group, requests)
 
-    async def _write_group(self, batch: list[_Request]) -> None:
-        try:
-            outcomes, rows = await self._on_writer(self._commit_group, batch)
-        except (sqlite3.Error, StoreError) as e:
-            error = e if isinstance(e, StoreError) else _translate(e, self.path)
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
-            return
-        except asyncio.CancelledError:
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(StoreUnavailable("the event store closed"))
-            raise
-        if rows:
-            self._head = rows[-1].position
-            self.group_sizes.append(len(rows))
-            del self.group_sizes[:-1000]
-            for listener in self._commit_listeners:
-                listener(len(rows))
-            self._committed.set()
-            self._committed = asyncio.Event()
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if request.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                request.future.set_exception(outcome)
-            else:
-                request.future.set_result(outcome)
+    def _on_commit(self, rows: list[EventRow]) -> None:
+        self._head = rows[-1].position
+        for listener in self._commit_listeners:
+            listener(len(rows))
+        self._committed.set()
+        self._committed = asyncio.Event()
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work(writer)`` in one ``BEGIN IMMEDIATE`` transaction, committed if it
@@ -361,11 +316,11 @@ class SQLiteEventStore(EventStore):
             raise
         return done
 
-    def _commit_group(self, batch: list[_Request]) -> tuple[list[Outcome], list[EventRow]]:
+    def _write_group(self, requests: list[AppendRequest]) -> tuple[list[Outcome], list[EventRow]]:
         """Check, write and commit a group (in the writer's thread)."""
 
         def write(conn: sqlite3.Connection) -> tuple[list[Outcome], list[EventRow]]:
-            outcomes, rows = self._decide(conn, [r.append for r in batch])
+            outcomes, rows = self._decide(conn, requests)
             if rows:
                 conn.executemany(_INSERT, rows)
             return outcomes, rows
@@ -402,7 +357,7 @@ class SQLiteEventStore(EventStore):
     async def import_events(self, events: Sequence[RecordedEvent]) -> int:
         if self._writer is None:
             raise StoreUnavailable("the event store is closed")
-        async with self._write_lock:
+        async with self._group.lock:
             try:
                 written, head = await self._on_writer(self._commit_import, events)
             except sqlite3.Error as e:
