@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +18,7 @@ from feedsvc.auth import Scope, TokenError, TokenInfo, check_name, hash_secret, 
 from feedsvc.domain.events import format_recorded_at
 from feedsvc.errors import StoreError, StoreUnavailable
 from feedsvc.store import pg
-from feedsvc.store.tokens import TokenStore
+from feedsvc.store.tokens import Active, CachedTokenStore
 
 COMPONENT = "tokens"
 """The name of this adapter's migrations in ``feedsvc_migrations``."""
@@ -38,25 +36,14 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_Active = list[tuple[str, TokenInfo]]
-"""(hash, token) of every active token."""
 
-
-class PostgresTokenStore(TokenStore):
+class PostgresTokenStore(CachedTokenStore):
     """Tokens in the ``tokens`` table of a PostgreSQL database."""
 
     def __init__(self, url: str, *, cache_s: float = 1.0) -> None:
+        super().__init__(cache_s)
         self.url = url
-        self.cache_s = cache_s
-        """How long the active tokens are kept in memory."""
         self._pool: Any = None
-        self._active: _Active | None = None
-        self._active_at = 0.0
-        self._loading: asyncio.Future[_Active] | None = None
-        """The read of the active tokens in flight: every request that finds the cache
-        expired waits for this one read, rather than each making its own."""
-        self._changes = 0
-        self._loading_changes = 0
 
     async def open(self) -> None:
         pool = await pg.create_pool(self.url, min_size=1, max_size=2)
@@ -140,41 +127,7 @@ class PostgresTokenStore(TokenStore):
             raise TokenError(f"no token named {name!r}; `feedsvc token list` shows them")
         return TokenInfo(r[0], Scope.parse(r[1]), r[2], r[3])
 
-    async def authenticate(self, secret: str) -> TokenInfo | None:
-        digest = hash_secret(secret)
-        found: TokenInfo | None = None
-        for stored, token in await self._active_tokens():
-            # every hash is compared, so the time taken does not tell which one matched
-            if hmac.compare_digest(stored, digest):
-                found = token
-        return found
-
-    async def _active_tokens(self) -> _Active:
-        while True:
-            now = time.monotonic()
-            if self._active is not None and now - self._active_at <= self.cache_s:
-                return self._active
-            if self._loading is None:
-                self._loading = asyncio.ensure_future(self._read_active())
-                self._loading_changes = self._changes
-            loading, changes = self._loading, self._loading_changes
-            try:
-                active = await asyncio.shield(loading)
-            finally:
-                if loading.done() and self._loading is loading:
-                    self._loading = None
-            if changes == self._changes:
-                self._active, self._active_at = active, now
-                return active
-            # this process created or revoked a token during the read: read again
-
-    def _changed(self) -> None:
-        """This process created or revoked a token: it counts from now on."""
-        self._active = None
-        self._loading = None
-        self._changes += 1
-
-    async def _read_active(self) -> _Active:
+    async def _read_active(self) -> Active:
         rows = await self._run(
             "fetch", "SELECT name, hash, scope, created_at FROM tokens WHERE revoked_at IS NULL"
         )
