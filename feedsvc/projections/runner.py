@@ -74,6 +74,10 @@ LEAD_INTERVAL_S = 5.0
 """How often a replica tries to lead the cron rebuild: when the leader dies, another
 takes over within this long (and in any case when the cron next fires)."""
 CRON_LEADERSHIP = "rebuild_cron"
+STOP_JOBS_S = 10.0
+"""How long a stop waits for the jobs in flight (a catch-up batch, a render, a try to
+lead) to finish on their own before it cancels them; a cron rebuild is cancelled at
+once."""
 
 
 def item_of(path: str) -> str | None:
@@ -208,6 +212,9 @@ class ProjectionRunner:
         self._as_of: OrderedDict[tuple[int, str, str | None], Document | None] = OrderedDict()
         self._serving = False
         """Whether this runner serves (started), so writes its generation unsynced."""
+        self._stopping = False
+        self._jobs: dict[asyncio.Task[Any], str] = {}
+        """The scheduler jobs running now (their tasks), by job id."""
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -238,6 +245,7 @@ class ProjectionRunner:
         """Open the current generation (building one if there is none or it is out of
         date), catch up, and start the jobs; from then on rebuild whenever a rebuild
         is announced."""
+        self._stopping = False
         if self._owns_coordinator:
             await self.coordinator.open()
         await self.coordinator.subscribe_rebuild(self.request_rebuild)
@@ -259,18 +267,23 @@ class ProjectionRunner:
         ]
         for job_id, job, seconds in jobs:
             self.scheduler.add_job(
-                job, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True
+                self._job(job_id, job),
+                "interval",
+                seconds=seconds,
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
             )
         if self.settings.rebuild_cron:
             self.scheduler.add_job(
-                self._cron_rebuild,
+                self._job("rebuild", self._cron_rebuild),
                 CronTrigger.from_crontab(self.settings.rebuild_cron, timezone=UTC),
                 id="rebuild",
                 max_instances=1,
                 coalesce=True,
             )
             self.scheduler.add_job(
-                self.try_to_lead,
+                self._job("leadership", self.try_to_lead),
                 "interval",
                 seconds=LEAD_INTERVAL_S,
                 id="leadership",
@@ -285,21 +298,26 @@ class ProjectionRunner:
             self.request_rebuild()
 
     async def stop(self) -> None:
-        """Stop the jobs, let the batch in flight finish, close the read model."""
+        """Stop the jobs, let the batch in flight finish, close the read model.
+
+        No job is cancelled half-way by the scheduler's shutdown (which APScheduler
+        reports as an error with a traceback): the scheduler is paused, the jobs in
+        flight finish (catch-up stops after its batch) or, past ``STOP_JOBS_S`` and for
+        a cron rebuild, are cancelled by the runner, and only then is it shut down."""
         self._ready = False
+        self._stopping = True
         if self._rebuild_task is not None:
             self._rebuild_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._rebuild_task
             self._rebuild_task = None
-        if self._owns_coordinator:
-            await self.coordinator.close()
         if self._waker is not None:
             self._waker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._waker
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        await self._stop_jobs()
+        if self._owns_coordinator:
+            await self.coordinator.close()
         async with self._lock:
             if self._projector is not None:
                 if self._model is not None:
@@ -310,6 +328,52 @@ class ProjectionRunner:
             self._projector = None
             self._model = None
             self._serving = False
+
+    def _job(
+        self, job_id: str, work: Callable[[], Awaitable[object]]
+    ) -> Callable[[], Awaitable[None]]:
+        """``work`` as a scheduler job that :meth:`stop` can wait for: it records its
+        task while it runs, does nothing once the runner is stopping, and, when the stop
+        cancels it, ends quietly (logged at INFO) rather than raising into APScheduler."""
+
+        @functools.wraps(work)
+        async def job() -> None:
+            if self._stopping:
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._jobs[task] = job_id
+            try:
+                await work()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                log.info("the %s job was cancelled by the stop", job_id)
+            finally:
+                self._jobs.pop(task, None)
+
+        return job
+
+    async def _stop_jobs(self) -> None:
+        """Run no more jobs, let those in flight finish (cancel a cron rebuild, and
+        whatever is still running after ``STOP_JOBS_S``), then shut the scheduler down."""
+        if not self.scheduler.running:
+            return
+        self.scheduler.pause()
+        await asyncio.sleep(0)  # a job submitted just before the pause starts, sees the stop
+        for task, job_id in list(self._jobs.items()):
+            if job_id == "rebuild":
+                task.cancel()
+        if self._jobs:
+            _, late = await asyncio.wait(list(self._jobs), timeout=STOP_JOBS_S)
+            for task in late:
+                log.warning(
+                    "the %s job is still running at the stop: cancelling it", self._jobs.get(task)
+                )
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        self.scheduler.shutdown(wait=False)
 
     def _unsync(self) -> None:
         """Write the serving generation without syncs (``synchronous=OFF``), having
@@ -395,7 +459,7 @@ class ProjectionRunner:
             while True:
                 self._again = False
                 await self.catch_up(gather_s=GATHER_S)
-                if not self._again:
+                if not self._again or self._stopping:
                     break
         finally:
             self._running = False
@@ -405,7 +469,7 @@ class ProjectionRunner:
         ``gather_s``, after a short batch wait that long (without the lock) so appends
         arriving meanwhile are folded together: a batch's own cost is paid once."""
         applied = 0
-        while True:
+        while not self._stopping:
             # the lock is taken per batch: a request waiting to render a document
             # goes between two batches, not after the whole backlog
             async with self._lock:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -317,3 +319,64 @@ async def test_the_local_coordinator_always_leads_the_cron_rebuild(
         assert len(runner.rebuild_seconds) == 2
     finally:
         await runner.stop()
+
+
+def _stored_position(runner_path: str | Path) -> int:
+    """The position a read model file records as applied."""
+    conn = sqlite3.connect(runner_path)
+    try:
+        row = conn.execute("SELECT MIN(position) FROM projections").fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+async def test_stopping_while_a_catch_up_is_in_flight_logs_no_error(
+    store: EventStore, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clean stop lets the catch-up batch in flight finish: no job is cancelled
+    half-way (APScheduler logs a cancelled job as an ERROR with its traceback), and the
+    position the runner reports is the one its read model recorded.
+
+    The batch is held in flight for real: the one projections thread is kept busy, so
+    the catch-up's fold waits for it while the stop begins."""
+    from apscheduler.schedulers.base import STATE_RUNNING
+
+    from feedsvc.projections import runner as runner_module
+
+    caplog.set_level(logging.INFO)
+    runner = ProjectionRunner(store, settings)
+    await runner.start()
+    assert runner._model is not None
+    path = runner._model.path
+    busy = threading.Event()
+    blocker = asyncio.get_running_loop().run_in_executor(
+        runner_module._PROJECTIONS_THREAD, busy.wait, 30.0
+    )
+    stopping: asyncio.Task[None] | None = None
+    try:
+        result = await StoryService(store).append(SEED_STREAM, [reported("in-flight")])
+        head = result.positions[-1]
+        for _ in range(600):  # the append wakes the catch-up job, which takes the lock
+            if runner._running and runner._lock.locked():
+                break
+            await asyncio.sleep(0.01)
+        assert runner._running and runner._lock.locked(), "the catch-up job did not start"
+        assert runner.position < head
+        stopping = asyncio.create_task(runner.stop())
+        for _ in range(600):  # the stop has begun: the scheduler runs no more jobs
+            if runner.scheduler.state != STATE_RUNNING:
+                break
+            await asyncio.sleep(0.01)
+        assert runner.scheduler.state != STATE_RUNNING
+    finally:
+        busy.set()
+        await blocker
+        if stopping is not None:
+            await asyncio.wait_for(stopping, 30)
+        else:
+            await runner.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.WARNING)
+    assert runner.position == _stored_position(path) == head
