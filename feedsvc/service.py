@@ -24,6 +24,7 @@ from feedsvc.domain.story import StoryRules, check_append, check_onto, rules_of
 from feedsvc.errors import (
     FieldProblem,
     NoStory,
+    StoreUnavailable,
     StoryExists,
     ValidationFailed,
     WrongExpectedVersion,
@@ -61,12 +62,14 @@ class StoryService:
         *,
         future_skew: timedelta = timedelta(days=1),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        retries: int = 5,
+        contention_timeout_s: float = 10.0,
     ) -> None:
         self.store = store
         self.future_skew = future_skew
         self.clock = clock
-        self.retries = retries
+        self.contention_timeout_s = contention_timeout_s
+        """How long an append expecting any version keeps trying while other writers
+        (other replicas) keep moving its story; then it is refused as unavailable."""
         self._streams: dict[str, _StreamState] = {}
 
     def validate(self, raw_events: Sequence[Any], actor: str | None = None) -> list[ValidEvent]:
@@ -121,10 +124,17 @@ class StoryService:
     async def append_valid(
         self, stream: str, events: list[ValidEvent], expected: Expected = "any"
     ) -> AppendResult:
-        """Append events that passed :meth:`validate`."""
+        """Append events that passed :meth:`validate`.
+
+        The append is chained onto this service's view of the story; when another
+        writer moved the story meanwhile, the story is read again and the append
+        checked again: at once refused if it expected an exact version, tried again
+        if it expected any (for up to ``contention_timeout_s``)."""
         if not events:
             raise ValidationFailed([FieldProblem("", "no events to append")])
-        for _attempt in range(self.retries):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.contention_timeout_s
+        while True:
             try:
                 future = await self._enqueue(stream, events, expected)
             except (ValidationFailed, WrongExpectedVersion, StoryExists, NoStory):
@@ -143,14 +153,23 @@ class StoryService:
                 self._streams[stream].stale = True
                 if expected != "any":
                     raise
-        raise WrongExpectedVersion(stream, expected, await self.store.stream_version(stream))
+                if loop.time() > deadline:
+                    raise StoreUnavailable(
+                        f"story {stream!r} is being appended to by other writers faster than "
+                        f"this append could follow for {self.contention_timeout_s:g} s; "
+                        "try again"
+                    ) from None
 
     async def _enqueue(
         self, stream: str, events: list[ValidEvent], expected: Expected
     ) -> asyncio.Future[AppendResult]:
         state = self._streams.setdefault(stream, _StreamState())
         async with state.lock:
-            if state.stale and not state.pending:
+            if state.stale:
+                # another writer moved the stream: read it again once the appends
+                # in flight have settled (chaining onto them would guess wrong)
+                while state.pending:
+                    await asyncio.wait([future for future, _ in state.pending])
                 await self._refresh(stream, state)
             prior = state.pending_events
             tentative = state.version + len(prior)
