@@ -525,19 +525,25 @@ _BARE_INSERT = (
 
 
 async def bare_inserts(
-    server: str, url: str, events: Sequence[ValidEvent], seconds: float, first: int
+    server: str, url: str, events: Sequence[ValidEvent], seconds: float
 ) -> BareRun:
     """BARE_TASKS asyncio tasks over a pool of BARE_POOL connections, each inserting one
     row per transaction (an autocommit INSERT: one round trip, one commit) until the
     time is up; WARMUP_S unmeasured first. Positions come from a counter in this
-    process and versions from one per story: no lock, no read before writing."""
+    process and versions from one per story (both going on from the table's): no lock,
+    no read before writing."""
     stories = api.slugs(PREFIX, api.STORIES)
-    versions: collections.Counter[str] = collections.Counter()
-    position = first
-    written = 0
     loop = asyncio.get_running_loop()
     pool = await asyncpg.create_pool(url, min_size=BARE_POOL, max_size=BARE_POOL)
     try:
+        position = int(await pool.fetchval("SELECT COALESCE(MAX(position), 0) FROM events"))
+        versions = collections.Counter(
+            {
+                str(r[0]): int(r[1])
+                for r in await pool.fetch("SELECT stream, MAX(version) FROM events GROUP BY stream")
+            }
+        )
+        written = 0
 
         async def task(until: float) -> None:
             nonlocal position, written
@@ -576,14 +582,6 @@ async def bare_table(url: str) -> None:
     conn = await asyncpg.connect(url, timeout=10)
     try:
         await conn.execute(PG_MIGRATIONS[0])
-    finally:
-        await conn.close()
-
-
-async def rows_in(url: str) -> int:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM events"))
     finally:
         await conn.close()
 
@@ -628,9 +626,8 @@ def measure_appends(
                     )
                 shutil.rmtree(root / name, ignore_errors=True)
             else:
-                first = asyncio.run(rows_in(bare_url))
                 result.bare.append(
-                    asyncio.run(bare_inserts(server, bare_url, events, plan.append_s, first))
+                    asyncio.run(bare_inserts(server, bare_url, events, plan.append_s))
                 )
         print(f"  appends: round {number + 1} of {plan.rounds} done", file=sys.stderr, flush=True)
     return result
