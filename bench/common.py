@@ -47,6 +47,14 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument(
         "--quick", action="store_true", help="smaller counts: a smoke run in seconds"
     )
+    parser.add_argument(
+        "--only",
+        metavar="NAME[,NAME]",
+        type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+        default=None,
+        help="run only these benchmarks (bench.NAME) and update only their sections of "
+        "bench/RESULTS.md",
+    )
     return parser.parse_args(argv)
 
 

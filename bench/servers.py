@@ -8,8 +8,10 @@ things with :func:`request` and :func:`get`, and load them with ``wrk``
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -19,7 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import orjson
 
 SERVER_CPU = 0
@@ -48,6 +52,18 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def cpu_seconds_of(pid: int) -> float | None:
+    """User + system CPU time process ``pid`` has used so far, every thread (from
+    /proc; None elsewhere or once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def pinned(command: Sequence[str], cpu: int, pin: bool) -> list[str]:
@@ -163,13 +179,7 @@ class Server:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of the process so far (from /proc; None elsewhere)."""
-        try:
-            with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds_of(self.process.pid)
 
     def wait_for(self, path: str, ok: int = 200, timeout: float = START_TIMEOUT_S) -> Reply:
         """Poll ``path`` until it answers ``ok`` (the process must stay up)."""
@@ -226,10 +236,12 @@ def wrk_version() -> str:
     return first[0].split(" Copyright")[0] if first else "unknown"
 
 
-def wrk_process(arguments: Sequence[str], seconds: float, pin: bool) -> subprocess.Popen[str]:
-    """Start ``wrk -t1 -c64 -d<seconds>s <arguments>``, pinned to CLIENT_CPU when
-    ``pin``; its output is captured."""
-    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", *arguments]
+def wrk_process(
+    arguments: Sequence[str], seconds: float, pin: bool, connections: int = CONNECTIONS
+) -> subprocess.Popen[str]:
+    """Start ``wrk -t1 -c<connections> -d<seconds>s <arguments>`` (64 connections unless
+    told), pinned to CLIENT_CPU when ``pin``; its output is captured."""
+    command = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{seconds}s", *arguments]
     return subprocess.Popen(
         pinned(command, CLIENT_CPU, pin),
         stdout=subprocess.PIPE,
@@ -255,3 +267,41 @@ def wrk_output(process: subprocess.Popen[str], seconds: float) -> str:
 def run_wrk(arguments: Sequence[str], seconds: float, pin: bool) -> str:
     """One wrk run, start to end: what it printed."""
     return wrk_output(wrk_process(arguments, seconds, pin), seconds)
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+def database_named(url: str, name: str) -> str:
+    """``url`` (a ``postgresql://`` server URL) naming the database ``name``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+async def _admin(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        for statement in statements:
+            await conn.execute(statement, timeout=60)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def scratch_database(server: str, prefix: str = "feedsvc_bench_") -> Iterator[str]:
+    """A new, empty database ``<prefix><random>`` on the PostgreSQL ``server`` (a URL
+    whose user may create databases); its URL. Dropped on the way out, its remaining
+    connections terminated first."""
+    name = f"{prefix}{secrets.token_hex(5)}"
+    asyncio.run(_admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    try:
+        yield database_named(server, name)
+    finally:
+        asyncio.run(
+            _admin(
+                server,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            )
+        )
