@@ -128,6 +128,25 @@ _INSERT = (
 )
 
 
+_TAIL_VERSIONS_AND_IDS = f"""
+(SELECT 't', NULL::text, position, NULL::text, NULL::integer, NULL::text, NULL::integer,
+        NULL::text, NULL::text, recorded_at
+   FROM events ORDER BY position DESC LIMIT 1)
+UNION ALL
+(SELECT 'v', NULL, NULL, stream, MAX(version), NULL, NULL, NULL, NULL, NULL
+   FROM events WHERE stream = ANY($1::text[]) GROUP BY stream)
+UNION ALL
+(SELECT 'e', {", ".join(STORED_COLUMNS)} FROM events WHERE id = ANY($2::text[]))
+"""
+"""Everything a group's decisions read, in one round trip: the log's tail (``t``), the
+version of each of the group's streams (``v``) and the stored events with the group's
+ids (``e``, in :data:`~feedsvc.store.decide.STORED_COLUMNS` order)."""
+
+_INSERT_AND_NOTIFY = f"WITH written AS ({_INSERT}) SELECT pg_notify('{CHANNEL}', $11)"
+"""The group's rows and the commit's notification (delivered when it commits), in one
+round trip."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -151,6 +170,9 @@ class PostgresEventStore(EventStore):
         self._committed = asyncio.Event()
         self._head = 0
         self._as_writer = ""
+        self._begin = ""
+        """The first round trip of a write transaction: begin, take the writer's role,
+        then the lock that makes this the only writer of the log until it commits."""
         self._commit_listeners: list[Callable[[int], object]] = []
 
     # -- life cycle ---------------------------------------------------------------
@@ -164,6 +186,10 @@ class PostgresEventStore(EventStore):
                     "SELECT pg_has_role(current_user, $1, 'MEMBER')", WRITER_ROLE
                 )
             self._as_writer = f"SET LOCAL ROLE {WRITER_ROLE}" if member else ""
+            self._begin = (
+                f"BEGIN; {self._as_writer + ';' if member else ''} "
+                f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            )
             self._readers = await pg.create_pool(self.url, min_size=1, max_size=self.reader_count)
             await self._listen()
         except BaseException as e:
@@ -279,14 +305,23 @@ class PostgresEventStore(EventStore):
     async def _commit_group(
         self, requests: list[AppendRequest]
     ) -> tuple[list[Outcome], list[EventRow]]:
+        """Decide and write a group in one transaction, holding the write lock for
+        three round trips: begin and lock; read what the decisions need; insert and
+        notify, then commit."""
         if self._writer is None:
             raise StoreUnavailable("the event store is closed")
-        async with self._writer.acquire() as conn, conn.transaction():
-            await self._begin_write(conn)
-            outcomes, rows = await self._decide(conn, requests)
-            if rows:
-                await conn.execute(_INSERT, *[list(column) for column in zip(*rows, strict=True)])
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(rows[-1].position))
+        async with self._writer.acquire() as conn:
+            await conn.execute(self._begin)
+            try:
+                outcomes, rows = await self._decide(conn, requests)
+                if rows:
+                    columns = [list(column) for column in zip(*rows, strict=True)]
+                    await conn.execute(_INSERT_AND_NOTIFY, *columns, str(rows[-1].position))
+                await conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+                raise
         return outcomes, rows
 
     async def _decide(
@@ -294,22 +329,19 @@ class PostgresEventStore(EventStore):
     ) -> tuple[list[Outcome], list[EventRow]]:
         """What :func:`~feedsvc.store.decide.decide_group` needs, read under the write
         lock in the transaction that writes the group, and its decisions."""
-        last = await conn.fetchrow(
-            "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
-        )
-        tail = LogTail(int(last[0]), str(last[1])) if last else LogTail(0, "")
         streams = sorted({r.stream for r in requests})
-        found = await conn.fetch(
-            "SELECT stream, MAX(version) FROM events WHERE stream = ANY($1::text[]) "
-            "GROUP BY stream",
-            streams,
-        )
-        versions = {str(r[0]): int(r[1]) for r in found}
         ids = sorted({e.id for r in requests for e in r.events})
-        stored = await conn.fetch(
-            f"SELECT {', '.join(STORED_COLUMNS)} FROM events WHERE id = ANY($1::text[])", ids
-        )
-        existing = {str(r[0]): StoredEvent(*r) for r in stored}
+        tail = LogTail(0, "")
+        versions: dict[str, int] = {}
+        existing: dict[str, StoredEvent] = {}
+        for row in await conn.fetch(_TAIL_VERSIONS_AND_IDS, streams, ids):
+            kind = row[0]
+            if kind == "t":
+                tail = LogTail(int(row[2]), str(row[9]))
+            elif kind == "v":
+                versions[str(row[3])] = int(row[4])
+            else:
+                existing[str(row[1])] = StoredEvent(*row[1:])
         return decide_group(requests, tail, versions, existing, _now())
 
     async def import_events(self, events: Sequence[RecordedEvent]) -> int:
