@@ -112,6 +112,8 @@ class EntryCache:
         self.size = size
         self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self.rendered = 0
+        """How many entries this cache has rendered (a look-up that missed)."""
 
     def entry(self, view: FeedView, item: EntryView) -> _Entry:
         """The entry of ``item``, rendered now or earlier."""
@@ -131,6 +133,7 @@ class EntryCache:
                 return cached
         entry = _render_entry(view, item)
         with self._lock:
+            self.rendered += 1
             self._entries[key] = entry
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
