@@ -117,14 +117,14 @@ class EntryCache:
 
     def entry(self, view: FeedView, item: EntryView) -> _Entry:
         """The entry of ``item``, rendered now or earlier."""
-        story, dev = item.story, item.development
+        story = item.story
         key = (
             view.urls.base,
             story.slug,
             story.title,
             tuple(story.topics),
-            dev.development_id,
-            dev.updated_position,
+            item.development_id,
+            item.version,
         )
         with self._lock:
             cached = self._entries.get(key)
