@@ -29,7 +29,10 @@ the time for ``N`` events; the final render and the archive pages are scaled in
 proportion to ``N``.
 
 Run: ``python -m bench.scale [--quick]``; ``python -m bench.scale --profile [--quick]``
-runs the rebuild under ``py-spy`` instead and prints the hottest frames.
+runs the rebuild under ``py-spy`` instead and prints the hottest frames;
+``python -m bench.scale --render [--quick]`` instead renders, in this process, every
+current feed document and archive page of the rebuild's log folded once, whole (as
+before entry fragments) and from entry fragments, and prints the time per document.
 """
 
 from __future__ import annotations
@@ -37,15 +40,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,11 @@ from bench import dataset, peer
 from bench.common import RUNS, machine_lines, py_spy, table
 from bench.dataset import Size
 from bench.servers import Reply, clean_env, free_port, get
+from feedsvc.projections.documents import Document
+from feedsvc.projections.projector import Projector
+from feedsvc.projections.readmodel import connect
+from feedsvc.rendering import feeds
+from feedsvc.rendering.model import FeedFormat, FeedView, Scope, Urls
 from feedsvc.store.sqlite import SQLiteEventStore
 
 RSS_TARGET_MB = 256
@@ -719,6 +729,175 @@ def report(results: Results) -> str:
     return "\n".join(out)
 
 
+# -- rendering from entry fragments ----------------------------------------------------------
+
+
+class _WholeProjector(Projector):
+    """A projector rendering each feed document whole, as before entry fragments: the
+    entries sanitized once and kept in the entry cache (its JSON Feed item too), every
+    document serialized with all its entries through feedgen and lxml, or orjson."""
+
+    def __init__(self, conn: sqlite3.Connection, urls: Urls, feed_size: int) -> None:
+        super().__init__(conn, urls, feed_size)
+        self._items: dict[int, tuple[object, dict[str, Any]]] = {}
+
+    def _whole(self, view: FeedView, fmt: FeedFormat) -> bytes:
+        entries = [self._entry_cache.entry(view, item) for item in view.entries]
+        if fmt is FeedFormat.ATOM:
+            return feeds._atom_document(view, entries)
+        if fmt is FeedFormat.RSS:
+            return feeds._rss_document(view, entries)
+        items = []
+        for entry, item in zip(entries, view.entries, strict=True):
+            kept = self._items.get(id(entry))
+            if kept is None or kept[0] is not entry:
+                kept = self._items[id(entry)] = (
+                    entry,
+                    feeds._json_item(entry, item.story, item.development),
+                )
+            items.append(kept[1])
+        return feeds._json_document(view, items)
+
+    def _feed_docs(
+        self, view: FeedView, updated: str, formats: Iterable[FeedFormat] = FeedFormat
+    ) -> list[Document]:
+        return [
+            Document.make(
+                self.urls.feed_path(view.scope, fmt, view.archive),
+                fmt.content_type,
+                self._whole(view, fmt),
+                updated,
+            )
+            for fmt in formats
+        ]
+
+
+@dataclass
+class RenderTimes:
+    """One path's render of every document of a folded read model."""
+
+    name: str
+    feeds: dict[FeedFormat, list[float]] = field(default_factory=dict)
+    """seconds per current feed document, by format"""
+    warm: list[float] = field(default_factory=list)
+    """seconds per current feed document rendered again, its entries rendered already"""
+    archives: list[float] = field(default_factory=list)
+    """seconds per archive page (three formats)"""
+    entries_rendered: int = 0
+    entries_rendered_archives: int = 0
+    documents: dict[str, bytes] = field(default_factory=dict)
+
+
+def _render_all(projector: Projector, name: str) -> RenderTimes:
+    """Render every scope's current document in each format (as first requests do),
+    then every archive page in the order they filled (as the archives job does)."""
+    times = RenderTimes(name)
+    scopes = [
+        Scope.from_name(row[0])
+        for row in projector.conn.execute("SELECT scope FROM scopes ORDER BY scope")
+    ]
+    for scope in scopes:
+        for fmt in FeedFormat:
+            start = time.perf_counter()
+            projector.render_feed(scope, fmt)
+            times.feeds.setdefault(fmt, []).append(time.perf_counter() - start)
+    times.entries_rendered = projector._entry_cache.rendered
+    for scope in scopes:  # again: what re-rendering a document whose entries are known costs
+        for fmt in FeedFormat:
+            start = time.perf_counter()
+            projector.render_feed(scope, fmt)
+            times.warm.append(time.perf_counter() - start)
+    assert projector._entry_cache.rendered == times.entries_rendered
+    for scope, page in projector.pending_archives(1_000_000):
+        start = time.perf_counter()
+        projector.render_archive(scope, page)
+        times.archives.append(time.perf_counter() - start)
+    times.entries_rendered_archives = projector._entry_cache.rendered - times.entries_rendered
+    times.documents = {
+        str(p): bytes(b)
+        for p, b in projector.conn.execute(
+            "SELECT path, body FROM documents WHERE path LIKE '/feeds/%'"
+        )
+    }
+    return times
+
+
+def _ms(values: Sequence[float]) -> str:
+    return f"{1e3 * statistics.mean(values):.2f}" if values else "-"
+
+
+def render_fragments(quick: bool) -> None:
+    """Per-document render time, whole documents (before) against documents assembled
+    from entry fragments, on copies of one folded read model, in this process."""
+    plan = QUICK if quick else FULL
+    size = plan.rebuild
+    print(f"render from fragments ({'--quick' if quick else 'full'} run)")
+    print(f"  log: bench.dataset {size.describe()}, generated in memory; feed_size 50")
+    events = list(dataset.events(size))
+    folded = connect(":memory:")
+    start = time.perf_counter()
+    Projector(folded, Urls(BASE_URL), 50).apply(events, render_now=False)
+    print(f"  folded in {time.perf_counter() - start:.1f} s (untimed below)")
+    results: list[RenderTimes] = []
+    for name in ("whole", "fragments", "whole", "fragments"):
+        conn = connect(":memory:")
+        folded.backup(conn)
+        maker = _WholeProjector if name == "whole" else Projector
+        gc.collect()
+        results.append(_render_all(maker(conn, Urls(BASE_URL), 50), name))
+        conn.close()
+    assert all(r.documents == results[0].documents for r in results), "bytes differ"
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                r.name,
+                *(_ms(r.feeds[fmt]) for fmt in FeedFormat),
+                _ms([t for fmt in FeedFormat for t in r.feeds[fmt]]),
+                _ms(r.warm),
+                _ms(r.archives),
+                f"{max(r.archives) * 1e3:.1f}" if r.archives else "-",
+                f"{r.entries_rendered:,} / {r.entries_rendered_archives:,}",
+            ]
+        )
+    first = results[0]
+    print(
+        f"  {len(first.feeds[FeedFormat.ATOM]):,} scopes (current documents), "
+        f"{len(first.archives):,} archive pages; runs alternate, each on a fresh copy of "
+        "the folded read model with an empty entry cache; every run's documents are "
+        "byte-identical"
+    )
+    print()
+    print(
+        table(
+            [
+                "ms per document (mean)",
+                "Atom",
+                "RSS",
+                "JSON",
+                "current, any",
+                "again",
+                "archive page",
+                "archive max",
+                "entries rendered cur. / arch.",
+            ],
+            rows,
+        )
+    )
+    print()
+    print(
+        "whole: each document serialized with all its entries through feedgen + lxml "
+        "(Atom, RSS)\n  or orjson (JSON), entries sanitized once per version (the entry "
+        "cache, as before);\nfragments: each entry serialized once per version and format, "
+        "a document its head + fragments.\ncurrent: Projector.render_feed(scope, fmt), "
+        "one format per call, every scope, first request\n  of each (its entries read "
+        "and parsed included); again: every one rendered a second time,\n  its entries "
+        "rendered already (a catch-up's re-render of an unchanged entry);\n"
+        "archive page: Projector.render_archive, three formats, "
+        "every page in the order they filled; CPU of this process, not pinned."
+    )
+
+
 # -- profiling ----------------------------------------------------------------------------------
 
 
@@ -768,11 +947,16 @@ def hottest(raw: str, top: int = 25) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.scale [--quick] [--profile]``."""
+    """``python -m bench.scale [--quick] [--profile | --render]``."""
     parser = argparse.ArgumentParser(description=(__doc__ or "scale").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run")
     parser.add_argument(
         "--profile", action="store_true", help="run one rebuild under py-spy instead"
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="instead: per-document render time, whole documents against entry fragments",
     )
     parser.add_argument("--child-rebuild", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -781,6 +965,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.profile:
         profile(args.quick)
+        return 0
+    if args.render:
+        render_fragments(args.quick)
         return 0
     run(args.quick)
     print("\n== bench.peer ==")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -604,20 +604,6 @@ class Projector:
 
     # -- rendering ---------------------------------------------------------------
 
-    def _entries(self, pairs: Iterable[tuple[str, str]]) -> list[EntryView]:
-        """Entry views of (slug, development id) pairs: the fold's state where it holds
-        them (outside a batch that is what the file holds), else read from the file."""
-        views: list[EntryView] = []
-        for slug, dev_id in pairs:
-            story = self._story(slug)
-            assert story is not None, slug
-            dev = story.developments.get(dev_id)
-            if dev is None:
-                row = self.conn.execute(_STATE, (slug, dev_id)).fetchone()
-                dev = Development.model_validate_json(row[0])
-            views.append(EntryView(story, dev))
-        return views
-
     def _feed_meta(self, scope: Scope, label: str) -> tuple[str, str]:
         if scope.kind is ScopeKind.STORY:
             story = self._story(scope.key)
@@ -759,11 +745,9 @@ class Projector:
         if rendered:
             return set()
         entries: list[EntryView] = []
-        for slug, story_title, topics, state in self.conn.execute(
-            "SELECT a.slug, a.story_title, a.story_topics, v.state FROM archive_entries a "
-            "JOIN development_versions v ON v.slug = a.slug "
-            "AND v.development_id = a.development_id AND v.position = a.dev_position "
-            "WHERE a.scope = ? AND a.page = ? ORDER BY a.slot",
+        for slug, dev_id, version, story_title, topics in self.conn.execute(
+            "SELECT slug, development_id, dev_position, story_title, story_topics "
+            "FROM archive_entries WHERE scope = ? AND page = ? ORDER BY slot",
             (scope.name, page),
         ):
             story = Story(
@@ -776,7 +760,14 @@ class Projector:
                 version=0,
                 last_position=0,
             )
-            entries.append(EntryView(story, Development.model_validate_json(state)))
+            entries.append(
+                EntryView(
+                    story,
+                    development_id=dev_id,
+                    version=version,
+                    load=self._version_loader(slug, dev_id, version),
+                )
+            )
         view = FeedView(
             scope=scope,
             title=title,
@@ -814,12 +805,45 @@ class Projector:
         return (str(row[0]), str(row[1]), int(row[2]))
 
     def _top(self, scope: Scope) -> list[EntryView]:
-        pairs = self.conn.execute(
-            "SELECT slug, development_id FROM memberships WHERE scope = ? "
-            "ORDER BY touched DESC, ordinal DESC LIMIT ?",
+        """The scope's subscription entries, most recently touched first: the fold's
+        developments where it holds them, else each by its current version, read from
+        the file only if the entry cache has not rendered that version."""
+        views: list[EntryView] = []
+        for slug, dev_id, version in self.conn.execute(
+            "SELECT m.slug, m.development_id, h.version FROM memberships m "
+            "JOIN development_heads h ON h.slug = m.slug AND h.development_id = m.development_id "
+            "WHERE m.scope = ? ORDER BY m.touched DESC, m.ordinal DESC LIMIT ?",
             (scope.name, self.feed_size),
-        ).fetchall()
-        return self._entries(pairs)
+        ).fetchall():
+            story = self._story(slug)
+            assert story is not None, slug
+            dev = story.developments.get(dev_id)
+            if dev is not None:
+                views.append(EntryView(story, dev))
+            else:
+                views.append(
+                    EntryView(
+                        story,
+                        development_id=dev_id,
+                        version=version,
+                        load=self._version_loader(slug, dev_id, version),
+                    )
+                )
+        return views
+
+    def _version_loader(self, slug: str, dev_id: str, version: int) -> Callable[[], Development]:
+        """A function reading one stored version of a development."""
+
+        def load() -> Development:
+            row = self.conn.execute(
+                "SELECT state FROM development_versions "
+                "WHERE slug = ? AND development_id = ? AND position = ?",
+                (slug, dev_id, version),
+            ).fetchone()
+            assert row is not None, (slug, dev_id, version)
+            return Development.model_validate_json(row[0])
+
+        return load
 
     def render_feed(self, scope: Scope, fmt: FeedFormat) -> set[str]:
         """Render one format of a scope's subscription document now, in its own

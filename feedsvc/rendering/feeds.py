@@ -10,6 +10,13 @@ itself and ``prev-archive`` to the newest archive page; archive page *n* carries
 ``fh:archive`` and links ``current``, ``prev-archive`` (*n*-1) and ``next-archive``
 (*n*+1) where those exist.
 
+A document is assembled from its head and its entries' serialized fragments: each
+entry version is rendered (sanitized, serialized through feedgen and lxml, or orjson)
+once per format and kept in the read model's :class:`EntryCache`, and every document
+that lists it (its story's, its topics' and the all-stories feed, their archive pages)
+reuses those bytes. The bytes are those of the document built whole, entries and all
+(``_atom_document``, ``_rss_document``, ``_json_document``, which also build the heads).
+
 Atom and RSS are built with feedgen 1.0.0 and then finished with lxml, because
 feedgen 1.0.0 gets these wrong (each is pinned by a test):
 
@@ -83,15 +90,18 @@ class _Entry:
     updated: datetime
     categories: list[tuple[str, str]]  # (term, label)
     content_html: str
-    json_item: dict[str, Any] = field(default_factory=dict)
-    """The JSON Feed item, built with the entry: nothing of the view is kept, since a
-    projector's in-memory development changes after it is rendered."""
+    fragments: dict[FeedFormat, bytes] = field(default_factory=dict)
+    """The entry serialized as it sits in a document of each format, by format: the
+    JSON Feed item at once (built with the entry: nothing of the view is kept, since a
+    projector's in-memory development changes after it is rendered), the Atom
+    ``<entry>`` and RSS ``<item>`` when a document in that format first lists it."""
 
 
 class EntryCache:
     """Rendered entries of one read model, by version: a development appears in its
     story's, every topic's and the all-stories feed, in three formats each, and is
-    rendered once for all of them.
+    rendered once for all of them: its JSON Feed item at once, its Atom and RSS
+    fragments when a document in that format first lists it.
 
     Within one log a development's ``updated_position`` names its version (every change
     to it moves it), so the key is that and what the entry shows of its story. Keep one
@@ -102,17 +112,19 @@ class EntryCache:
         self.size = size
         self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self.rendered = 0
+        """How many entries this cache has rendered (a look-up that missed)."""
 
     def entry(self, view: FeedView, item: EntryView) -> _Entry:
         """The entry of ``item``, rendered now or earlier."""
-        story, dev = item.story, item.development
+        story = item.story
         key = (
             view.urls.base,
             story.slug,
             story.title,
             tuple(story.topics),
-            dev.development_id,
-            dev.updated_position,
+            item.development_id,
+            item.version,
         )
         with self._lock:
             cached = self._entries.get(key)
@@ -121,6 +133,7 @@ class EntryCache:
                 return cached
         entry = _render_entry(view, item)
         with self._lock:
+            self.rendered += 1
             self._entries[key] = entry
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -154,7 +167,7 @@ def _render_entry(view: FeedView, item: EntryView) -> _Entry:
         categories=categories,
         content_html=development_html(story, dev, view.urls, with_story=True),
     )
-    entry.json_item.update(_json_item(entry, story, dev))
+    entry.fragments[FeedFormat.JSON] = _json_fragment(_json_item(entry, story, dev))
     return entry
 
 
@@ -193,11 +206,13 @@ def _serialize(root: etree._Element) -> bytes:
     return etree.tostring(root, encoding="UTF-8", xml_declaration=True, pretty_print=True)
 
 
-def render_atom(view: FeedView) -> bytes:
-    """The view as an Atom 1.0 document (RFC 4287, with RFC 5005 archive links)."""
+def _atom_document(view: FeedView, entries: list[_Entry]) -> bytes:
+    """An Atom document with the view's head and ``entries``, built through feedgen.
+
+    :func:`render_atom` calls it with no entries for a document's head and tail, and
+    with the entries not serialized yet to cut their ``<entry>`` fragments out."""
     fmt = FeedFormat.ATOM
     urls = view.urls
-    entries = [_entry(view, item) for item in view.entries]
     fg = FeedGenerator()
     fg.id(feed_id(view.scope))
     fg.title(_title(view))
@@ -237,11 +252,11 @@ def render_atom(view: FeedView) -> bytes:
     return _serialize(root)
 
 
-def render_rss(view: FeedView) -> bytes:
-    """The view as an RSS 2.0 document, with atom:link self and RFC 5005 links."""
+def _rss_document(view: FeedView, entries: list[_Entry]) -> bytes:
+    """An RSS document with the view's head and ``entries``, built through feedgen
+    (see :func:`_atom_document`)."""
     fmt = FeedFormat.RSS
     urls = view.urls
-    entries = [_entry(view, item) for item in view.entries]
     fg = FeedGenerator()
     title = _title(view)
     fg.title(title)
@@ -283,6 +298,59 @@ def render_rss(view: FeedView) -> bytes:
         assert pub_date is not None
         pub_date.text = _rfc822(entry.published)
     return _serialize(root)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where entries sit in a pretty-printed document of one XML format."""
+
+    build: Callable[[FeedView, list[_Entry]], bytes]
+    start: bytes
+    """How every entry's fragment begins (its indented start tag and line break)."""
+    end: bytes
+    """How the document goes on after its last entry."""
+
+
+_LAYOUTS = {
+    FeedFormat.ATOM: _Layout(_atom_document, b"  <entry>\n", b"</feed>"),
+    FeedFormat.RSS: _Layout(_rss_document, b"    <item>\n", b"  </channel>"),
+}
+
+
+def _assemble(view: FeedView, fmt: FeedFormat) -> bytes:
+    """The view in ``fmt`` (Atom or RSS) from its head and its entries' fragments.
+
+    lxml pretty-prints an element from its own content and depth alone (none of these
+    elements has mixed content), and every entry's text is escaped, so an entry's
+    bytes are the same in every document at the same depth, and an unescaped start
+    tag of an entry never occurs inside one. The head is the document built without
+    entries, cut where its entries would begin (after its last head element, where
+    ``fh:archive`` also goes when a document has no entry); the entries not serialized
+    yet are built together in one document and cut apart at their start tags.
+    """
+    layout = _LAYOUTS[fmt]
+    entries = [_entry(view, item) for item in view.entries]
+    missing = list({id(e): e for e in entries if fmt not in e.fragments}.values())
+    if missing:
+        built = layout.build(view, missing)
+        body = built[built.index(layout.start) : built.rindex(layout.end)]
+        pieces = body.split(layout.start)
+        assert not pieces[0] and len(pieces) == len(missing) + 1, "entries cut apart"
+        for entry, piece in zip(missing, pieces[1:], strict=True):
+            entry.fragments[fmt] = layout.start + piece
+    head = layout.build(view, [])
+    cut = head.rindex(layout.end)
+    return b"".join([head[:cut], *(e.fragments[fmt] for e in entries), head[cut:]])
+
+
+def render_atom(view: FeedView) -> bytes:
+    """The view as an Atom 1.0 document (RFC 4287, with RFC 5005 archive links)."""
+    return _assemble(view, FeedFormat.ATOM)
+
+
+def render_rss(view: FeedView) -> bytes:
+    """The view as an RSS 2.0 document, with atom:link self and RFC 5005 links."""
+    return _assemble(view, FeedFormat.RSS)
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -352,13 +420,19 @@ def _json_item(entry: _Entry, story: Story, dev: Development) -> dict[str, Any]:
     }
 
 
-def render_json(view: FeedView) -> bytes:
-    """The view as a JSON Feed 1.1 document.
+def _json_fragment(item: dict[str, Any]) -> bytes:
+    """A JSON Feed item as it sits in a document's ``items``: indented two levels.
 
-    ``next_url`` leads to older items (the previous archive page), as JSON Feed paging
-    does; the ``_feedsvc`` extension names the scope and the RFC 5005 pages, and each
-    item's ``_feedsvc`` carries the development's structured facts.
-    """
+    orjson escapes every line break inside a string, so each one in its output is
+    indentation."""
+    return orjson.dumps(item, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    ")
+
+
+def _json_document(view: FeedView, items: list[dict[str, Any]]) -> bytes:
+    """A JSON Feed document with the view's head and ``items``.
+
+    :func:`render_json` calls it with no items and puts the entries' fragments where
+    the empty list is."""
     fmt = FeedFormat.JSON
     urls = view.urls
     history = dict(_history(view, fmt))
@@ -375,7 +449,7 @@ def render_json(view: FeedView) -> bytes:
         doc["next_url"] = history["prev-archive"]
     doc["authors"] = [{"name": AUTHOR_NAME, "url": urls.index()}]
     doc["language"] = LANGUAGE
-    doc["items"] = [_entry(view, item).json_item for item in view.entries]
+    doc["items"] = items
     doc["_feedsvc"] = {
         "id": feed_id(view.scope),
         "scope": view.scope.name,
@@ -387,6 +461,34 @@ def render_json(view: FeedView) -> bytes:
         "next_archive_url": history.get("next-archive"),
     }
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+_NO_ITEMS = b'\n  "items": [],\n'
+"""The empty item list in a document's head: a top-level key (the only line at that
+indentation starting so; a quote inside a string value is escaped)."""
+
+
+def render_json(view: FeedView) -> bytes:
+    """The view as a JSON Feed 1.1 document.
+
+    ``next_url`` leads to older items (the previous archive page), as JSON Feed paging
+    does; the ``_feedsvc`` extension names the scope and the RFC 5005 pages, and each
+    item's ``_feedsvc`` carries the development's structured facts.
+    """
+    items = [_entry(view, item).fragments[FeedFormat.JSON] for item in view.entries]
+    head = _json_document(view, [])
+    if not items:
+        return head
+    cut = head.index(_NO_ITEMS)
+    return b"".join(
+        [
+            head[:cut],
+            b'\n  "items": [\n    ',
+            b",\n    ".join(items),
+            b"\n  ],\n",
+            head[cut + len(_NO_ITEMS) :],
+        ]
+    )
 
 
 _RENDERERS: dict[FeedFormat, Callable[[FeedView], bytes]] = {

@@ -8,6 +8,7 @@ every time comes from the events (never the wall clock).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -131,12 +132,45 @@ class Urls:
         return self.base + self.feed_path(scope, fmt, archive)
 
 
-@dataclass(frozen=True)
 class EntryView:
-    """One entry: a development and the story it belongs to."""
+    """One entry: a development and the story it belongs to.
 
-    story: Story
-    development: Development
+    Given either the development, or its id and version (its ``updated_position``) with
+    a function that reads that version: then it is read only when something asks for
+    it, which a document whose entries are all rendered already never does.
+    """
+
+    __slots__ = ("_development", "_load", "development_id", "story", "version")
+
+    def __init__(
+        self,
+        story: Story,
+        development: Development | None = None,
+        *,
+        development_id: str = "",
+        version: int = 0,
+        load: Callable[[], Development] | None = None,
+    ) -> None:
+        self.story = story
+        self._development = development
+        self._load = load
+        if development is not None:
+            development_id, version = development.development_id, development.updated_position
+        elif load is None:
+            raise TypeError("an entry needs its development or a way to read it")
+        self.development_id = development_id
+        self.version = version
+
+    @property
+    def development(self) -> Development:
+        """The development, read now if it was not given."""
+        if self._development is None:
+            assert self._load is not None
+            self._development = self._load()
+        return self._development
+
+    def __repr__(self) -> str:
+        return f"EntryView({self.story.slug!r}, {self.development_id!r}, {self.version})"
 
 
 @dataclass(frozen=True)

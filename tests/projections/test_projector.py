@@ -7,14 +7,18 @@ import sqlite3
 from typing import Any
 
 import feedparser
+import pytest
 
 from bench import dataset
 from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
 from feedsvc.ndjson import read_ndjson
+from feedsvc.projections import projector as projector_module
 from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect
-from feedsvc.rendering.model import Urls, entry_id
+from feedsvc.rendering.feeds import render
+from feedsvc.rendering.model import FeedFormat, FeedView, Urls, entry_id
 from tests.conftest import SEED, SEED_STREAM, opened, reported
+from tests.rendering.whole import render_whole
 
 URLS = Urls("http://news.example.org")
 
@@ -308,3 +312,31 @@ def test_follow_ups_keep_their_order_and_stay_out_of_the_story_header() -> None:
     assert shown == [f for f in ids if f != "alpha-decision"]  # in the order expected
     assert sorted(shown, key=pending.index) == shown
     assert "Waiting on alpha-decision" in resolved and "Decided in favour." in resolved
+
+
+def test_documents_assembled_from_entry_fragments_are_the_documents_built_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every current document and archive page of the generated log (corrections,
+    retractions, retitles, a retagging) and of the seed story, rendered as the
+    projector does (entries cached by version and serialized once per format), is the
+    same bytes as the document built whole with every entry rendered afresh."""
+    checked: list[str] = []
+
+    def checking(view: FeedView, fmt: FeedFormat) -> bytes:
+        body = render(view, fmt)
+        assert body == render_whole(view, fmt), (view.scope, view.archive, fmt)
+        checked.append(view.urls.feed_path(view.scope, fmt, view.archive))
+        return body
+
+    monkeypatch.setattr(projector_module, "render", checking)
+    for events, feed_size in ((_mixed_log(), 25), (read_ndjson(SEED), 4)):
+        projector = Projector(connect(":memory:"), URLS, feed_size=feed_size)
+        for start in range(0, len(events), 50):  # catch-up, rendering as it goes
+            projector.apply(events[start : start + 50])
+            projector.render_pending_archives()
+        rebuilt = Projector(connect(":memory:"), URLS, feed_size=feed_size)
+        rebuilt.apply(events, render_now=False)  # a rebuild, rendering after the fold
+        _finish(rebuilt)
+    assert any("/archive/" in path for path in checked)
+    assert {path.rsplit(".", 1)[1] for path in checked} == {"atom", "rss", "json"}
