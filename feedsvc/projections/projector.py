@@ -351,6 +351,8 @@ class Projector:
             else:
                 self._followup(story, followup_id)
                 batch.dirty_followups.setdefault(key, None)
+        # a retag changes the categories of every entry of the story, wherever shown
+        shown_before = self._story_scopes(batch, story) if event.type == "story.retagged" else set()
         touched = story.apply(event)
         batch.dirty_stories.add(slug)
         changes.stories.add(slug)
@@ -363,6 +365,8 @@ class Projector:
                 self._touch_scope(batch, topic_scope(label), label, event, changes)
             for dev in self._fold_devs(story):
                 self._join_scopes(batch, story, dev, event, changes)
+            for scope in shown_before | self._story_scopes(batch, story):
+                self._touch_scope(batch, scope, None, event, changes)
         if event.type == "development.reported":
             for new_id in touched:
                 self._memberships[(slug, new_id)] = set()  # nothing to look up yet

@@ -340,3 +340,29 @@ def test_documents_assembled_from_entry_fragments_are_the_documents_built_whole(
         _finish(rebuilt)
     assert any("/archive/" in path for path in checked)
     assert {path.rsplit(".", 1)[1] for path in checked} == {"atom", "rss", "json"}
+
+
+def test_a_retagged_story_shows_its_new_topics_in_every_feed_after_catch_up() -> None:
+    events = read_ndjson(SEED)
+    retag = recorded(
+        [
+            {
+                "type": "story.retagged",
+                "occurred_at": "2017-10-13",
+                "data": {"topics": ["immigration", "courts"]},
+            }
+        ],
+        SEED_STREAM,
+        start=len(events) + 1,
+    )
+    caught_up = connect(":memory:")
+    projector = Projector(caught_up, URLS, feed_size=50)
+    projector.apply(events)
+    projector.apply(retag)  # a catch-up batch of its own, after every feed was rendered
+    rebuilt = connect(":memory:")
+    again = Projector(rebuilt, URLS, feed_size=50)
+    again.render_changes(again.apply([*events, *retag], render_now=False))
+    assert documents(caught_up) == documents(rebuilt)
+    story_feed = feedparser.parse(documents(caught_up)[f"/feeds/stories/{SEED_STREAM}.atom"])
+    terms = {tag.term for entry in story_feed.entries for tag in entry.tags}
+    assert "courts" in terms
