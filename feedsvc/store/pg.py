@@ -62,6 +62,13 @@ def translate(error: BaseException, url: str) -> StoreError:
     return StoreUnavailable(f"{where}: {error}")
 
 
+async def _keep_session(connection: Any) -> None:
+    """What a connection goes back to the pool with: nothing to undo. feedsvc leaves no
+    session state on pooled connections (roles and locks are transaction-scoped, and
+    LISTEN has connections of its own), so the reset asyncpg runs by default (a round
+    trip of ``RESET ALL``, ``UNLISTEN *``, ... on every release) is not needed."""
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Any:
     """A pool of connections to ``url`` (an ``asyncpg.Pool``); the store's error if the
     server cannot be reached or refuses."""
@@ -70,6 +77,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Any
             url,
             min_size=min_size,
             max_size=max_size,
+            reset=_keep_session,
             timeout=CONNECT_TIMEOUT_S,
             server_settings={"application_name": APPLICATION_NAME},
         )
