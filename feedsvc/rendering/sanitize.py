@@ -347,8 +347,31 @@ def _texts(value: Any, path: _Path, pointer: str) -> Iterator[tuple[str, str]]:
         yield from _texts(value[head], rest, f"{pointer}/{_pointer_part(head)}")
 
 
+_MAY_SHOW_OTHERWISE_RE = re.compile("[<&\r\ufeff]")
+"""A character that can make a plain text show otherwise than sent (beyond the
+characters XML cannot carry and the surrounding whitespace): markup, entities, a
+carriage return, a byte order mark. A text without any is shown as sent."""
+
+
+def _may_show_otherwise(value: Any, path: _Path) -> bool:
+    """Whether a string ``path`` names in ``value`` holds a character of
+    :data:`_MAY_SHOW_OTHERWISE_RE` (a body without ``<`` is shown as sent too)."""
+    if not path:
+        return isinstance(value, str) and _MAY_SHOW_OTHERWISE_RE.search(value) is not None
+    head, rest = path[0], path[1:]
+    if head == "*":
+        if isinstance(value, list):
+            for item in value:
+                if _may_show_otherwise(item, rest):
+                    return True
+        return False
+    return isinstance(value, Mapping) and head in value and _may_show_otherwise(value[head], rest)
+
+
 def _plain_warning(pointer: str, value: str) -> str | None:
     """The warning for a plain-text field, if the reader will not see ``value``."""
+    if _MAY_SHOW_OTHERWISE_RE.search(value) is None:
+        return None
     shown = plain_text(value)
     if shown == strip_xml_illegal(value).strip():
         return None
@@ -421,8 +444,11 @@ def display_warnings(event_type: str, data: Mapping[str, Any]) -> list[tuple[str
     paragraph wrapping never warn. An unknown type, or a field of the wrong type, gives
     no warning: validating the event is not this function's job. Pure: no I/O, no clock.
     """
+    paths = _SHOWN_FIELDS.get(event_type, ())
+    if not any(_may_show_otherwise(data, path) for path in paths):
+        return []
     warnings: list[tuple[str, str]] = []
-    for path in _SHOWN_FIELDS.get(event_type, ()):
+    for path in paths:
         check = _body_warning if path[-1] == "body" else _plain_warning
         for pointer, value in _texts(data, path, "/data"):
             if (message := check(pointer, value)) is not None:

@@ -64,8 +64,6 @@ from feedsvc.web.keys import (
 )
 from feedsvc.web.models import (
     MAX_POSITION,
-    AppendedEvent,
-    AppendWarning,
     EventPage,
     LiveQuery,
     LogCursor,
@@ -74,7 +72,6 @@ from feedsvc.web.models import (
     log_query,
     stream_query,
 )
-from feedsvc.web.models import AppendResult as AppendAnswer
 from feedsvc.web.ops import ACTOR, REQUEST_ID, REQUEST_ID_HEADER
 
 log = logging.getLogger("feedsvc.web")
@@ -367,31 +364,44 @@ def _validate(request: web.Request, raw_events: list[Any], actor: str) -> list[V
     return valid
 
 
-def _display_warnings(raw_events: list[Any], form: str) -> list[AppendWarning]:
-    """Where the submitted texts will not be shown as sent, pointing into the body."""
-    warnings = []
+_WARNING_BASES = {"object": "", "array": "/{index}"}
+"""Where a submitted event is in the body, by the body's form (the envelope's
+otherwise)."""
+
+
+def _display_warnings(raw_events: list[Any], form: str) -> list[dict[str, str]]:
+    """Where the submitted texts will not be shown as sent, pointing into the body:
+    the ``warnings`` of the answer (each a ``feedsvc.web.models.AppendWarning``)."""
+    warnings: list[dict[str, str]] = []
+    base_format = _WARNING_BASES.get(form, "/events/{index}")
     for index, raw in enumerate(raw_events):
-        base = {"object": "", "array": f"/{index}"}.get(form, f"/events/{index}")
-        for pointer, message in display_warnings(raw["type"], raw["data"]):
-            warnings.append(AppendWarning(pointer=base + pointer, detail=message))
+        found = display_warnings(raw["type"], raw["data"])
+        if found:
+            base = base_format.format(index=index)
+            warnings += [{"pointer": base + pointer, "detail": text} for pointer, text in found]
     return warnings
 
 
 def _append_answer(
-    request: web.Request, slug: str, result: AppendResult, warnings: list[AppendWarning]
+    request: web.Request, slug: str, result: AppendResult, warnings: list[dict[str, str]]
 ) -> web.Response:
+    """The answer to an append: a ``feedsvc.web.models.AppendResult`` body, serialized directly
+    (its members in the model's order) rather than through the model, once per
+    request."""
     settings = request.app[SETTINGS]
     first_version = result.version - len(result.ids) + 1
-    answer = AppendAnswer(
-        stream=result.stream,
-        version=result.version,
-        events=[
-            AppendedEvent(id=event_id, position=position)
-            for event_id, position in zip(result.ids, result.positions, strict=True)
-        ],
-        recorded_at=result.recorded_at,
-        replayed=result.replayed,
-        warnings=warnings,
+    body = orjson.dumps(
+        {
+            "stream": result.stream,
+            "version": result.version,
+            "events": [
+                {"id": event_id, "position": position}
+                for event_id, position in zip(result.ids, result.positions, strict=True)
+            ],
+            "recorded_at": result.recorded_at,
+            "replayed": result.replayed,
+            "warnings": warnings,
+        }
     )
     # what was created: the stream read from the first appended event on
     location = f"/api/stories/{slug}/events?from_version={first_version}"
@@ -400,7 +410,7 @@ def _append_answer(
         headers["ETag"] = f'"{result.version}"'
     return web.Response(
         status=200 if result.replayed else 201,
-        body=answer.to_json(),
+        body=body,
         content_type=JSON_TYPE,
         headers=headers,
     )

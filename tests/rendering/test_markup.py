@@ -16,7 +16,7 @@ import lxml.html
 import pytest
 from lxml import etree
 
-from feedsvc.domain.events import DevelopmentReported, RecordedEvent
+from feedsvc.domain.events import DevelopmentReported, RecordedEvent, strip_xml_illegal
 from feedsvc.domain.story import Story, fold
 from feedsvc.ndjson import read_ndjson
 from feedsvc.rendering import (
@@ -34,6 +34,7 @@ from feedsvc.rendering.sanitize import (
     CONTENT_DROPPED_TAGS,
     URL_SCHEMES,
     display_warnings,
+    plain_text,
 )
 from tests.conftest import SEED
 
@@ -260,6 +261,32 @@ def test_a_headline_with_markup_warns_with_what_is_shown() -> None:
     assert warnings == [
         ("/data/headline", "headlines are plain text: markup removed; shown as 'Court rules'")
     ]
+
+
+@pytest.mark.parametrize(
+    "headline",
+    [
+        "Plain headline",
+        "  spaced out\t",
+        "quotes \"double\" and 'single' > arrows",
+        "non-breaking\u00a0space, \u2028 line separator, emoji \U0001f600",
+        "controls \x00\x08\x0b\x0c\x1f removed, \ud800 lone surrogate, \ufffe",
+        "\x85 next line, \ufffd replacement",
+        "carriage\rreturn",
+        "carriage\r\nreturn",
+        "\ufeffbyte order mark first",
+        "\x0c\ufeffbyte order mark after a control",
+        "inner \ufeff byte order mark",
+        "AT&T",
+        "&amp;lt;b&amp;gt;",
+        "1 < 2",
+        "<b>bold</b>",
+    ],
+)
+def test_a_plain_text_warns_exactly_when_it_is_not_shown_as_sent(headline: str) -> None:
+    shown_as_sent = plain_text(headline) == strip_xml_illegal(headline).strip()
+    warnings = display_warnings("development.reported", {"headline": headline, "body": "B."})
+    assert (warnings == []) == shown_as_sent, warnings
 
 
 def test_a_body_warns_for_what_the_allowlist_removes() -> None:

@@ -10,6 +10,7 @@ import orjson
 from yarl import URL
 
 from feedsvc.web.keys import TOKENS
+from feedsvc.web.models import AppendResult
 from tests.conftest import SEED, opened, reported
 from tests.web.conftest import SEED_HEAD, SEED_STREAM, Service, Start, new_id
 
@@ -398,6 +399,20 @@ async def test_the_answer_warns_of_text_that_will_not_be_shown_as_sent(svc: Serv
     assert (await retried.json())["warnings"] == answer["warnings"]
     plain = await svc.append(SEED_STREAM, {"events": [reported("plain-two")]})
     assert (await plain.json())["warnings"] == []
+
+
+async def test_the_answer_is_the_documented_append_result(svc: Service) -> None:
+    marked = {**reported("marked-answer", headline='<i>É</i> "q" \u2028'), "id": new_id()}
+    response = await svc.append(SEED_STREAM, [marked, {**reported("plain-answer"), "id": new_id()}])
+    assert response.status == 201, await response.text()
+    body = await response.read()
+    answer = AppendResult.model_validate_json(body)
+    assert answer.model_dump_json().encode() == body
+    assert [w.pointer for w in answer.warnings] == ["/0/data/headline"]
+    replayed = await svc.append(SEED_STREAM, [marked])
+    assert replayed.status == 200
+    again = await replayed.read()
+    assert AppendResult.model_validate_json(again).model_dump_json().encode() == again
 
 
 async def test_the_seed_story_appends_without_warnings(start: Start) -> None:
