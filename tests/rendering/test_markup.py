@@ -289,6 +289,24 @@ def test_a_plain_text_warns_exactly_when_it_is_not_shown_as_sent(headline: str) 
     assert (warnings == []) == shown_as_sent, warnings
 
 
+def test_markup_outside_the_shown_texts_gives_no_warning() -> None:
+    data: dict[str, Any] = {
+        "development_id": "x",
+        "headline": "H",
+        "body": "AT&T said so.\r\nPlain.",
+        "sources": [{"url": "https://example.com/?a=1&b=<2>", "title": "T"}],
+        "kind": {"not", "json"},
+    }
+    assert display_warnings("development.reported", data) == []
+    data["sources"][0]["title"] = "T &amp; <b>U</b>"
+    assert display_warnings("development.reported", data) == [
+        (
+            "/data/sources/0/title",
+            "titles are plain text: markup removed; shown as 'T & U'",
+        )
+    ]
+
+
 def test_a_body_warns_for_what_the_allowlist_removes() -> None:
     body = (
         '<p onclick="x()">Hi</p><script>alert(1)</script><iframe></iframe>'
