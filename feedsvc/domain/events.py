@@ -147,7 +147,16 @@ def _check_url(value: str) -> str:
     return value
 
 
+_CANONICAL_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+"""A UUID in its usual spelling: accepted without parsing it (``uuid.UUID`` takes
+other spellings too, which are checked by it)."""
+
+
 def _check_uuid(value: str) -> str:
+    if _CANONICAL_UUID_RE.fullmatch(value):
+        return value
     try:
         uuid.UUID(value)
     except ValueError:
