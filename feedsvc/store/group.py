@@ -70,14 +70,18 @@ class GroupCommit:
     async def append(
         self, stream: str, events: Sequence[ValidEvent], expected: Expected
     ) -> AppendResult:
-        """Queue one append and wait for its outcome."""
+        """Queue one append and wait for its outcome.
+
+        A caller cancelled while it waits cancels only its own future: the append
+        stays queued and is committed with its group, whose other appends are
+        answered as ever (the group skips an answer nobody waits for)."""
         if not self.open:
             raise StoreUnavailable("the event store is closed")
         if not events:
             raise ValueError("append needs at least one event")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Queued(AppendRequest(stream, events, expected), future))
-        return await asyncio.shield(future)
+        return await future
 
     async def close(self) -> None:
         """Take no more appends, let every queued one finish, then stop."""

@@ -468,11 +468,11 @@ async def append_events(request: web.Request) -> web.StreamResponse:
         raise
     metrics = app[METRICS]
     if result.replayed:
-        metrics.appends.labels("replayed").inc()
+        metrics.appends_replayed.inc()
     else:
         metrics.append_latency.observe(time.perf_counter() - started)
         metrics.appended_events.inc(len(result.ids))
-        metrics.appends.labels("written").inc()
+        metrics.appends_written.inc()
     return _append_answer(request, slug, result, _display_warnings(raw_events, form))
 
 

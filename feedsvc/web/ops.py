@@ -85,6 +85,10 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.appends_written = self.appends.labels("written")
+        """``appends`` of result ``written``, looked up once."""
+        self.appends_replayed = self.appends.labels("replayed")
+        """``appends`` of result ``replayed``, looked up once."""
         self.appended_events = Counter(
             "feedsvc_appended_events", "Events written to the log by appends", registry=r
         )

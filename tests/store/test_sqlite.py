@@ -60,6 +60,22 @@ async def test_a_shared_group_commit_still_records_each_event_apart(
     assert len(set(stamps)) == 20 and stamps == sorted(stamps)
 
 
+async def test_an_append_whose_caller_is_cancelled_is_still_committed_with_its_group(
+    store: SQLiteEventStore,
+) -> None:
+    async with store._group.lock:  # the group waits: every append below is queued
+        waiting = [
+            asyncio.ensure_future(store.append(f"c{n}", [valid(opened(f"c{n}"))])) for n in range(3)
+        ]
+        await asyncio.sleep(0)
+        waiting[1].cancel()
+    first, _, last = await asyncio.gather(*waiting, return_exceptions=True)
+    assert waiting[1].cancelled()
+    assert not isinstance(first, BaseException) and not isinstance(last, BaseException)
+    assert [e.stream for e in await store.read_all(0, 10)] == ["c0", "c1", "c2"]
+    assert [first.positions, last.positions] == [(1,), (3,)]
+
+
 async def test_the_database_itself_refuses_update_and_delete(store: SQLiteEventStore) -> None:
     await store.append("a", [valid(opened("a"))])
     with sqlite3.connect(store.path) as conn:
