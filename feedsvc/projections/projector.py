@@ -84,14 +84,13 @@ class _Batch:
     (a new row), else None (a row to update)."""
     dirty_devs: set[tuple[str, str]] = field(default_factory=set)
     dirty_scopes: set[Scope] = field(default_factory=set)
-    new_entries: list[tuple[str, str, str, int, int]] = field(default_factory=list)
-    """Scope memberships to insert: (scope, slug, development id, ordinal, touched)."""
+    new_entries: list[tuple[str, int, str, str]] = field(default_factory=list)
+    """Scope memberships to insert: (scope, ordinal, slug, development id)."""
+    joined: list[tuple[Scope, int, str, str, int]] = field(default_factory=list)
+    """Every membership entered in this batch: (scope, ordinal, slug, development id,
+    the position that entered it)."""
     touched: dict[tuple[str, str], int] = field(default_factory=dict)
     """The last position that touched each development in this batch."""
-    reported: set[tuple[str, str]] = field(default_factory=set)
-    """Developments reported in this batch: every membership they have is new."""
-    written: dict[tuple[str, str], int] = field(default_factory=dict)
-    """For those, the lowest ``touched`` written with any of their memberships."""
     archived: set[tuple[str, str]] = field(default_factory=set)
     """Developments changed in this batch whose current version an archive page just
     recorded: kept in ``development_versions`` before anything changes them again."""
@@ -170,7 +169,8 @@ class Projector:
         """slug → story header, with the developments loaded so far."""
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         """The loaded developments, least recently used first."""
-        self._memberships: dict[tuple[str, str], set[Scope]] = {}
+        self._memberships: dict[tuple[str, str], dict[Scope, int]] = {}
+        """(slug, development id) → scope → the development's ordinal there."""
         self._shown_in: dict[str, set[Scope]] = {}
         """slug → every scope one of the story's developments has entered, for the
         stories whose set is known (opened in this fold, or read once)."""
@@ -179,6 +179,9 @@ class Projector:
         self._tails: dict[Scope, deque[tuple[int, str, str]]] = {}
         """scope → its last ``feed_size`` entries (ordinal, slug, development id) entered
         since the fold's memory was last dropped: the archive page that fills is these."""
+        self._untrimmed: dict[Scope, int] = {}
+        """scope → rows written to its ``recent_entries`` since they were last trimmed
+        to the feed's size (a scope missing here is trimmed when next written)."""
         self._entry_cache = EntryCache()
         self._applied: int | None = None
         """The position the file holds, once read."""
@@ -227,6 +230,9 @@ class Projector:
             self.conn.execute("ROLLBACK")
             self.forget()
             raise
+        for slug, _ in batch.dirty_followups:
+            # written: read again when an event names one
+            self._stories[slug].followups.clear()
         self._trim()
         return changes
 
@@ -239,6 +245,7 @@ class Projector:
         self._shown_in.clear()
         self._scopes.clear()
         self._tails.clear()
+        self._untrimmed.clear()
 
     def _trim(self) -> None:
         """Unload the least recently used developments past the bound."""
@@ -369,8 +376,7 @@ class Projector:
                 self._touch_scope(batch, scope, None, event, changes)
         if event.type == "development.reported":
             for new_id in touched:
-                self._memberships[(slug, new_id)] = set()  # nothing to look up yet
-                batch.reported.add((slug, new_id))
+                self._memberships[(slug, new_id)] = {}  # nothing to look up yet
                 self._recent[(slug, new_id)] = None
         for touched_id in touched:
             dev = story.developments[touched_id]
@@ -426,14 +432,16 @@ class Projector:
             }
         return {story_scope(story.slug), ALL, *(topic_scope(t) for t in story.topics), *shown}
 
-    def _member_of(self, slug: str, dev_id: str) -> set[Scope]:
+    def _member_of(self, slug: str, dev_id: str) -> dict[Scope, int]:
+        """The scopes a development is in, each with its ordinal there."""
         key = (slug, dev_id)
         found = self._memberships.get(key)
         if found is None:
             rows = self.conn.execute(
-                "SELECT scope FROM memberships WHERE slug = ? AND development_id = ?", key
+                "SELECT scope, ordinal FROM memberships WHERE slug = ? AND development_id = ?",
+                key,
             )
-            found = self._memberships[key] = {Scope.from_name(r[0]) for r in rows}
+            found = self._memberships[key] = {Scope.from_name(r[0]): int(r[1]) for r in rows}
         return found
 
     def _join_scopes(
@@ -458,10 +466,9 @@ class Projector:
                 continue
             label, _, count = self._scope(scope, labels[scope], event)
             ordinal = count + 1
-            batch.new_entries.append(
-                (scope.name, story.slug, dev.development_id, ordinal, event.position)
-            )
-            current.add(scope)
+            batch.new_entries.append((scope.name, ordinal, story.slug, dev.development_id))
+            batch.joined.append((scope, ordinal, story.slug, dev.development_id, event.position))
+            current[scope] = ordinal
             shown = self._shown_in.get(story.slug)
             if shown is not None:
                 shown.add(scope)
@@ -506,39 +513,64 @@ class Projector:
         changes.scopes.add(scope)
 
     def _write_entries(self, batch: _Batch) -> None:
-        """Insert the batch's new scope memberships (before anything reads them), each
-        with the last position that touched its development so far."""
+        """Insert the batch's new scope memberships (before anything reads them)."""
         if not batch.new_entries:
             return
-        rows = []
-        for scope, slug, dev_id, ordinal, joined in batch.new_entries:
-            key = (slug, dev_id)
-            touched = max(joined, batch.touched.get(key, 0))
-            rows.append((scope, slug, dev_id, ordinal, touched))
-            if key in batch.reported:
-                written = batch.written.get(key)
-                batch.written[key] = touched if written is None else min(written, touched)
         self.conn.executemany(
-            "INSERT INTO memberships (scope, slug, development_id, ordinal, touched) "
-            "VALUES (?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO memberships (scope, ordinal, slug, development_id) VALUES (?, ?, ?, ?)",
+            sorted(batch.new_entries),
         )
         batch.new_entries.clear()
 
+    def _write_recent(self, batch: _Batch) -> None:
+        """Record what the batch touched in ``recent_entries``, and trim each scope
+        there to the feed's size once it has been written that often.
+
+        A membership is touched at the later of the position that entered it and the
+        last position that touched its development. That only grows, so one that
+        ranks below a scope's ``feed_size`` most recently touched can rank among them
+        again only when it is touched again (and written here again): the rows below
+        that rank can go. The cost of a batch is the rows it touched, whatever the
+        size of the memberships table."""
+        rows: dict[tuple[Scope, int], tuple[str, str, int]] = {}
+        for scope, ordinal, slug, dev_id, joined in batch.joined:
+            rows[(scope, ordinal)] = (
+                slug,
+                dev_id,
+                max(joined, batch.touched.get((slug, dev_id), 0)),
+            )
+        for (slug, dev_id), position in batch.touched.items():
+            for scope, ordinal in self._member_of(slug, dev_id).items():
+                found = rows.get((scope, ordinal))
+                if found is None or found[2] < position:
+                    rows[(scope, ordinal)] = (slug, dev_id, position)
+        self.conn.executemany(
+            "INSERT INTO recent_entries (scope, ordinal, slug, development_id, touched) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, ordinal) DO UPDATE SET "
+            "touched = max(touched, excluded.touched)",
+            sorted((scope.name, ordinal, *row) for (scope, ordinal), row in rows.items()),
+        )
+        written: dict[Scope, int] = {}
+        for scope, _ in rows:
+            written[scope] = written.get(scope, 0) + 1
+        trim = []
+        for scope, count in written.items():
+            before = self._untrimmed.get(scope)
+            if before is None or before + count >= self.feed_size:
+                trim.append((scope.name, self.feed_size - 1))
+                self._untrimmed[scope] = 0
+            else:
+                self._untrimmed[scope] = before + count
+        self.conn.executemany(
+            "DELETE FROM recent_entries WHERE scope = ?1 AND (touched, ordinal) < ("
+            "SELECT touched, ordinal FROM recent_entries WHERE scope = ?1 "
+            "ORDER BY touched DESC, ordinal DESC LIMIT 1 OFFSET ?2)",
+            sorted(trim),
+        )
+
     def _flush(self, batch: _Batch) -> None:
         self._write_entries(batch)
-        # a development reported in this batch has all its memberships written above,
-        # already touched as late as the batch touched it, unless an archive page
-        # wrote some earlier
-        self.conn.executemany(
-            "UPDATE memberships SET touched = ? "
-            "WHERE slug = ? AND development_id = ? AND touched < ?",
-            [
-                (position, slug, dev_id, position)
-                for (slug, dev_id), position in sorted(batch.touched.items())
-                if batch.written.get((slug, dev_id), -1) < position
-            ],
-        )
+        self._write_recent(batch)
         dirty = [
             (slug, dev_id, self._stories[slug].developments[dev_id])
             for slug, dev_id in sorted(batch.dirty_devs)
@@ -814,9 +846,9 @@ class Projector:
         the file only if the entry cache has not rendered that version."""
         views: list[EntryView] = []
         for slug, dev_id, version in self.conn.execute(
-            "SELECT m.slug, m.development_id, h.version FROM memberships m "
-            "JOIN development_heads h ON h.slug = m.slug AND h.development_id = m.development_id "
-            "WHERE m.scope = ? ORDER BY m.touched DESC, m.ordinal DESC LIMIT ?",
+            "SELECT r.slug, r.development_id, h.version FROM recent_entries r "
+            "JOIN development_heads h ON h.slug = r.slug AND h.development_id = r.development_id "
+            "WHERE r.scope = ? ORDER BY r.touched DESC, r.ordinal DESC LIMIT ?",
             (scope.name, self.feed_size),
         ).fetchall():
             story = self._story(slug)

@@ -366,3 +366,27 @@ def test_a_retagged_story_shows_its_new_topics_in_every_feed_after_catch_up() ->
     story_feed = feedparser.parse(documents(caught_up)[f"/feeds/stories/{SEED_STREAM}.atom"])
     terms = {tag.term for entry in story_feed.entries for tag in entry.tags}
     assert "courts" in terms
+
+
+def test_what_a_batch_writes_and_keeps_does_not_grow_with_the_log() -> None:
+    events = _mixed_log()
+    feed_size = 5
+    projector = Projector(connect(":memory:"), URLS, feed_size=feed_size)
+    largest: dict[str, int] = {}
+    for start in range(0, len(events), 20):
+        projector.apply(events[start : start + 20], render_now=False)
+        for scope, count in projector.conn.execute(
+            "SELECT scope, COUNT(*) FROM recent_entries GROUP BY scope"
+        ):
+            largest[scope] = max(largest.get(scope, 0), count)
+        # written follow-ups are read again when named, not held
+        assert not any(story.followups for story in projector._stories.values())
+    # each scope keeps its feed's entries and fewer than one more feed's worth, plus
+    # what the last batch wrote
+    assert largest and max(largest.values()) < 2 * feed_size + 20
+    total = projector.conn.execute("SELECT COUNT(*) FROM memberships").fetchone()[0]
+    assert sum(largest.values()) < total
+    expected = _finish(projector)
+    reference = Projector(connect(":memory:"), URLS, feed_size=feed_size)
+    reference.apply(events, render_now=False)
+    assert _finish(reference) == expected
