@@ -360,6 +360,7 @@ class Projector:
                 batch.dirty_followups.setdefault(key, None)
         # a retag changes the categories of every entry of the story, wherever shown
         shown_before = self._story_scopes(batch, story) if event.type == "story.retagged" else set()
+        topics_before = {topic_scope(label) for label in story.topics}
         touched = story.apply(event)
         batch.dirty_stories.add(slug)
         changes.stories.add(slug)
@@ -370,8 +371,7 @@ class Projector:
         if event.type == "story.retagged":
             for label in story.topics:
                 self._touch_scope(batch, topic_scope(label), label, event, changes)
-            for dev in self._fold_devs(story):
-                self._join_scopes(batch, story, dev, event, changes)
+            self._retag_devs(batch, story, topics_before, event, changes)
             for scope in shown_before | self._story_scopes(batch, story):
                 self._touch_scope(batch, scope, None, event, changes)
         if event.type == "development.reported":
@@ -413,11 +413,52 @@ class Projector:
             self._load_dev(story, dev_id)
         return sorted(story.developments.values(), key=lambda d: d.reported_position)
 
-    def _fold_devs(self, story: Story) -> list[Development]:
-        """Every development of a story the fold holds (written or not), loaded."""
-        known = set(self._dev_ids(story.slug)) | set(story.developments)
-        found = [self._dev(story, dev_id) for dev_id in known]
-        return sorted((d for d in found if d is not None), key=lambda d: d.reported_position)
+    def _retag_devs(
+        self,
+        batch: _Batch,
+        story: Story,
+        topics_before: set[Scope],
+        event: RecordedEvent,
+        changes: Changes,
+    ) -> None:
+        """Enter every development of a just retagged story into the scopes of the
+        topics the retag added, in the order they were reported.
+
+        Every development is in the scopes of the story's topics before the retag (it
+        entered them when reported, or at the retag that added them), so only the added
+        ones are looked at, and no development is loaded: the cost is the story's
+        memberships in those scopes, not its developments' state."""
+        added: dict[Scope, str] = {}
+        for label in story.topics:
+            scope = topic_scope(label)
+            if scope not in topics_before and scope not in added:
+                added[scope] = label
+        if not added:
+            return
+        self._write_entries(batch)
+        written: dict[str, dict[Scope, int]] = {}
+        for dev_id, name, ordinal in self.conn.execute(
+            "SELECT h.development_id, m.scope, m.ordinal FROM development_heads h "
+            "LEFT JOIN memberships m ON m.slug = h.slug AND m.development_id = h.development_id "
+            "WHERE h.slug = ? ORDER BY h.reported_position",
+            (story.slug,),
+        ):
+            found = written.setdefault(dev_id, {})
+            if name is not None:
+                found[Scope.from_name(name)] = int(ordinal)
+        unwritten = sorted(
+            (dev for dev_id, dev in story.developments.items() if dev_id not in written),
+            key=lambda d: d.reported_position,
+        )
+        for dev_id in [*written, *(dev.development_id for dev in unwritten)]:
+            held = self._memberships.get((story.slug, dev_id))
+            current = held if held is not None else written[dev_id]
+            for scope, label in added.items():
+                if scope not in current:
+                    self._enter(batch, story.slug, dev_id, scope, label, event, changes, current)
+        # a development not held reads its memberships from the file if an event of
+        # this batch loads it
+        self._write_entries(batch)
 
     def _story_scopes(self, batch: _Batch, story: Story) -> set[Scope]:
         """Every scope showing the story or one of its developments."""
@@ -462,26 +503,49 @@ class Projector:
                 labels[scope] = label
         current = self._member_of(story.slug, dev.development_id)
         for scope in wanted:
-            if scope in current:
-                continue
-            label, _, count = self._scope(scope, labels[scope], event)
-            ordinal = count + 1
-            batch.new_entries.append((scope.name, ordinal, story.slug, dev.development_id))
-            batch.joined.append((scope, ordinal, story.slug, dev.development_id, event.position))
-            current[scope] = ordinal
-            shown = self._shown_in.get(story.slug)
-            if shown is not None:
-                shown.add(scope)
-            tail = self._tails.get(scope)
-            if tail is None:
-                tail = self._tails[scope] = deque(maxlen=self.feed_size)
-            tail.append((ordinal, story.slug, dev.development_id))
-            self._scopes[scope] = (label, event.recorded_at, ordinal)
-            batch.dirty_scopes.add(scope)
-            changes.scopes.add(scope)
-            if ordinal % self.feed_size == 0:
-                self._record_archive(batch, scope, ordinal // self.feed_size)
-                changes.archives = True
+            if scope not in current:
+                self._enter(
+                    batch,
+                    story.slug,
+                    dev.development_id,
+                    scope,
+                    labels[scope],
+                    event,
+                    changes,
+                    current,
+                )
+
+    def _enter(
+        self,
+        batch: _Batch,
+        slug: str,
+        dev_id: str,
+        scope: Scope,
+        label: str,
+        event: RecordedEvent,
+        changes: Changes,
+        current: dict[Scope, int],
+    ) -> None:
+        """Enter a development into a scope at the scope's next ordinal; ``current``
+        (its memberships) gets it too."""
+        label, _, count = self._scope(scope, label, event)
+        ordinal = count + 1
+        batch.new_entries.append((scope.name, ordinal, slug, dev_id))
+        batch.joined.append((scope, ordinal, slug, dev_id, event.position))
+        current[scope] = ordinal
+        shown = self._shown_in.get(slug)
+        if shown is not None:
+            shown.add(scope)
+        tail = self._tails.get(scope)
+        if tail is None:
+            tail = self._tails[scope] = deque(maxlen=self.feed_size)
+        tail.append((ordinal, slug, dev_id))
+        self._scopes[scope] = (label, event.recorded_at, ordinal)
+        batch.dirty_scopes.add(scope)
+        changes.scopes.add(scope)
+        if ordinal % self.feed_size == 0:
+            self._record_archive(batch, scope, ordinal // self.feed_size)
+            changes.archives = True
 
     def _scope(self, scope: Scope, label: str | None, event: RecordedEvent) -> tuple[str, str, int]:
         found = self._scopes.get(scope)
