@@ -594,8 +594,10 @@ class Projector:
         last position that touched its development. That only grows, so one that
         ranks below a scope's ``feed_size`` most recently touched can rank among them
         again only when it is touched again (and written here again): the rows below
-        that rank can go. The cost of a batch is the rows it touched, whatever the
-        size of the memberships table."""
+        that rank can go, and of a scope's rows a batch writes only its own top
+        ``feed_size`` (a row it leaves keeps an older, lower position there until
+        trimmed, below the top either way). The cost of a batch is the rows it
+        touched, whatever the size of the memberships table."""
         rows: dict[tuple[Scope, int], tuple[str, str, int]] = {}
         for scope, ordinal, slug, dev_id, joined in batch.joined:
             rows[(scope, ordinal)] = (
@@ -608,28 +610,35 @@ class Projector:
                 found = rows.get((scope, ordinal))
                 if found is None or found[2] < position:
                     rows[(scope, ordinal)] = (slug, dev_id, position)
+        by_scope: dict[Scope, list[tuple[int, int, str, str]]] = {}
+        for (scope, ordinal), (slug, dev_id, touched) in rows.items():
+            by_scope.setdefault(scope, []).append((touched, ordinal, slug, dev_id))
+        upserts: list[tuple[str, int, str, str, int]] = []
+        trim: list[tuple[str, int]] = []
+        for scope, kept in by_scope.items():
+            # past the batch's own top ``feed_size`` a row ranks below them for good
+            kept.sort(reverse=True)
+            del kept[self.feed_size :]
+            upserts += [(scope.name, ordinal, slug, dev_id, t) for t, ordinal, slug, dev_id in kept]
+            before = self._untrimmed.get(scope)
+            if before is None or before + len(kept) >= self.feed_size:
+                trim.append((scope.name, self.feed_size - 1))
+                self._untrimmed[scope] = 0
+            else:
+                self._untrimmed[scope] = before + len(kept)
+        upserts.sort()
         self.conn.executemany(
             "INSERT INTO recent_entries (scope, ordinal, slug, development_id, touched) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, ordinal) DO UPDATE SET "
             "touched = max(touched, excluded.touched)",
-            sorted((scope.name, ordinal, *row) for (scope, ordinal), row in rows.items()),
+            upserts,
         )
-        written: dict[Scope, int] = {}
-        for scope, _ in rows:
-            written[scope] = written.get(scope, 0) + 1
-        trim = []
-        for scope, count in written.items():
-            before = self._untrimmed.get(scope)
-            if before is None or before + count >= self.feed_size:
-                trim.append((scope.name, self.feed_size - 1))
-                self._untrimmed[scope] = 0
-            else:
-                self._untrimmed[scope] = before + count
+        trim.sort()
         self.conn.executemany(
             "DELETE FROM recent_entries WHERE scope = ?1 AND (touched, ordinal) < ("
             "SELECT touched, ordinal FROM recent_entries WHERE scope = ?1 "
             "ORDER BY touched DESC, ordinal DESC LIMIT 1 OFFSET ?2)",
-            sorted(trim),
+            trim,
         )
 
     def _flush(self, batch: _Batch) -> None:
