@@ -598,31 +598,32 @@ class Projector:
         ``feed_size`` (a row it leaves keeps an older, lower position there until
         trimmed, below the top either way). The cost of a batch is the rows it
         touched, whatever the size of the memberships table."""
-        rows: dict[tuple[Scope, int], tuple[str, str, int]] = {}
+        by_scope: dict[Scope, dict[int, tuple[int, str, str]]] = {}
         for scope, ordinal, slug, dev_id, joined in batch.joined:
-            rows[(scope, ordinal)] = (
-                slug,
-                dev_id,
-                max(joined, batch.touched.get((slug, dev_id), 0)),
-            )
+            entries = by_scope.get(scope)
+            if entries is None:
+                entries = by_scope[scope] = {}
+            touched = batch.touched.get((slug, dev_id), 0)
+            entries[ordinal] = (joined if joined > touched else touched, slug, dev_id)
         for (slug, dev_id), position in batch.touched.items():
             for scope, ordinal in self._member_of(slug, dev_id).items():
-                found = rows.get((scope, ordinal))
-                if found is None or found[2] < position:
-                    rows[(scope, ordinal)] = (slug, dev_id, position)
-        by_scope: dict[Scope, list[tuple[int, int, str, str]]] = {}
-        for (scope, ordinal), (slug, dev_id, touched) in rows.items():
-            by_scope.setdefault(scope, []).append((touched, ordinal, slug, dev_id))
+                entries = by_scope.get(scope)
+                if entries is None:
+                    entries = by_scope[scope] = {}
+                found = entries.get(ordinal)
+                if found is None or found[0] < position:
+                    entries[ordinal] = (position, slug, dev_id)
         upserts: list[tuple[str, int, str, str, int]] = []
         trim: list[tuple[str, int]] = []
-        for scope, kept in by_scope.items():
+        for scope, entries in by_scope.items():
             # past the batch's own top ``feed_size`` a row ranks below them for good
-            kept.sort(reverse=True)
+            kept = sorted(entries.items(), key=lambda e: (e[1][0], e[0]), reverse=True)
             del kept[self.feed_size :]
-            upserts += [(scope.name, ordinal, slug, dev_id, t) for t, ordinal, slug, dev_id in kept]
+            name = scope.name
+            upserts += [(name, ordinal, slug, dev_id, t) for ordinal, (t, slug, dev_id) in kept]
             before = self._untrimmed.get(scope)
             if before is None or before + len(kept) >= self.feed_size:
-                trim.append((scope.name, self.feed_size - 1))
+                trim.append((name, self.feed_size - 1))
                 self._untrimmed[scope] = 0
             else:
                 self._untrimmed[scope] = before + len(kept)
