@@ -30,6 +30,11 @@ proportion to ``N``.
 
 Run: ``python -m bench.scale [--quick]``; ``python -m bench.scale --profile [--quick]``
 runs the rebuild under ``py-spy`` instead and prints the hottest frames;
+``python -m bench.scale --fold [--quick] [--events N]`` instead folds the rebuild's log
+(or the first ``N`` events of a log of that many over the same stories), generated in
+memory, with ``Projector.apply`` alone in this process in batches of 1000 into a
+generation being built, and prints each batch's milliseconds (how the fold grows with
+the log, without the store, the runner or rendering);
 ``python -m bench.scale --render [--quick]`` instead renders, in this process, every
 current feed document and archive page of the rebuild's log folded once, whole (as
 before entry fragments) and from entry fragments, and prints the time per document.
@@ -898,6 +903,35 @@ def render_fragments(quick: bool) -> None:
     )
 
 
+# -- the fold alone ------------------------------------------------------------------------------
+
+
+def fold_batches(quick: bool, events: int | None) -> None:
+    """Fold a generated log in batches of :data:`PAGE` in this process, timing each."""
+    from feedsvc.cli_support import tune_gc
+
+    plan = QUICK if quick else FULL
+    size = plan.rebuild if events is None else Size(stories=plan.rebuild.stories, events=events)
+    log = list(dataset.events(size))
+    tune_gc()
+    times: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="feedsvc-bench-fold-") as tmp:
+        conn = connect(Path(tmp) / "readmodel.sqlite3", building=True)
+        projector = Projector(conn, Urls(BASE_URL), 50)
+        for start in range(0, len(log), PAGE):
+            began = time.perf_counter()
+            projector.apply(log[start : start + PAGE], render_now=False)
+            times.append((time.perf_counter() - began) * 1000)
+        conn.close()
+    print(f"fold alone: bench.dataset {size.describe()}, batches of {PAGE}, generated in memory")
+    print("  ms per batch: " + " ".join(f"{t:.0f}" for t in times))
+    head, tail = times[:3], times[-3:]
+    print(
+        f"  first 3: {statistics.mean(head):.0f} ms, last 3: {statistics.mean(tail):.0f} ms, "
+        f"all: {sum(times) / 1000:.2f} s ({len(log) / (sum(times) / 1000):,.0f} events/s)"
+    )
+
+
 # -- profiling ----------------------------------------------------------------------------------
 
 
@@ -947,7 +981,7 @@ def hottest(raw: str, top: int = 25) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.scale [--quick] [--profile | --render]``."""
+    """``python -m bench.scale [--quick] [--profile | --render | --fold [--events N]]``."""
     parser = argparse.ArgumentParser(description=(__doc__ or "scale").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run")
     parser.add_argument(
@@ -957,6 +991,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--render",
         action="store_true",
         help="instead: per-document render time, whole documents against entry fragments",
+    )
+    parser.add_argument(
+        "--fold",
+        action="store_true",
+        help="instead: time Projector.apply alone per batch over a generated log",
+    )
+    parser.add_argument(
+        "--events", type=int, help="with --fold: this many events (over the same stories)"
     )
     parser.add_argument("--child-rebuild", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -968,6 +1010,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.render:
         render_fragments(args.quick)
+        return 0
+    if args.fold:
+        fold_batches(args.quick, args.events)
         return 0
     run(args.quick)
     print("\n== bench.peer ==")

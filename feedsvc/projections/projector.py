@@ -84,14 +84,13 @@ class _Batch:
     (a new row), else None (a row to update)."""
     dirty_devs: set[tuple[str, str]] = field(default_factory=set)
     dirty_scopes: set[Scope] = field(default_factory=set)
-    new_entries: list[tuple[str, str, str, int, int]] = field(default_factory=list)
-    """Scope memberships to insert: (scope, slug, development id, ordinal, touched)."""
+    new_entries: list[tuple[str, int, str, str]] = field(default_factory=list)
+    """Scope memberships to insert: (scope, ordinal, slug, development id)."""
+    joined: list[tuple[Scope, int, str, str, int]] = field(default_factory=list)
+    """Every membership entered in this batch: (scope, ordinal, slug, development id,
+    the position that entered it)."""
     touched: dict[tuple[str, str], int] = field(default_factory=dict)
     """The last position that touched each development in this batch."""
-    reported: set[tuple[str, str]] = field(default_factory=set)
-    """Developments reported in this batch: every membership they have is new."""
-    written: dict[tuple[str, str], int] = field(default_factory=dict)
-    """For those, the lowest ``touched`` written with any of their memberships."""
     archived: set[tuple[str, str]] = field(default_factory=set)
     """Developments changed in this batch whose current version an archive page just
     recorded: kept in ``development_versions`` before anything changes them again."""
@@ -170,7 +169,8 @@ class Projector:
         """slug → story header, with the developments loaded so far."""
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         """The loaded developments, least recently used first."""
-        self._memberships: dict[tuple[str, str], set[Scope]] = {}
+        self._memberships: dict[tuple[str, str], dict[Scope, int]] = {}
+        """(slug, development id) → scope → the development's ordinal there."""
         self._shown_in: dict[str, set[Scope]] = {}
         """slug → every scope one of the story's developments has entered, for the
         stories whose set is known (opened in this fold, or read once)."""
@@ -179,6 +179,9 @@ class Projector:
         self._tails: dict[Scope, deque[tuple[int, str, str]]] = {}
         """scope → its last ``feed_size`` entries (ordinal, slug, development id) entered
         since the fold's memory was last dropped: the archive page that fills is these."""
+        self._untrimmed: dict[Scope, int] = {}
+        """scope → rows written to its ``recent_entries`` since they were last trimmed
+        to the feed's size (a scope missing here is trimmed when next written)."""
         self._entry_cache = EntryCache()
         self._applied: int | None = None
         """The position the file holds, once read."""
@@ -227,6 +230,9 @@ class Projector:
             self.conn.execute("ROLLBACK")
             self.forget()
             raise
+        for slug, _ in batch.dirty_followups:
+            # written: read again when an event names one
+            self._stories[slug].followups.clear()
         self._trim()
         return changes
 
@@ -239,6 +245,7 @@ class Projector:
         self._shown_in.clear()
         self._scopes.clear()
         self._tails.clear()
+        self._untrimmed.clear()
 
     def _trim(self) -> None:
         """Unload the least recently used developments past the bound."""
@@ -353,6 +360,7 @@ class Projector:
                 batch.dirty_followups.setdefault(key, None)
         # a retag changes the categories of every entry of the story, wherever shown
         shown_before = self._story_scopes(batch, story) if event.type == "story.retagged" else set()
+        topics_before = {topic_scope(label) for label in story.topics}
         touched = story.apply(event)
         batch.dirty_stories.add(slug)
         changes.stories.add(slug)
@@ -363,14 +371,12 @@ class Projector:
         if event.type == "story.retagged":
             for label in story.topics:
                 self._touch_scope(batch, topic_scope(label), label, event, changes)
-            for dev in self._fold_devs(story):
-                self._join_scopes(batch, story, dev, event, changes)
+            self._retag_devs(batch, story, topics_before, event, changes)
             for scope in shown_before | self._story_scopes(batch, story):
                 self._touch_scope(batch, scope, None, event, changes)
         if event.type == "development.reported":
             for new_id in touched:
-                self._memberships[(slug, new_id)] = set()  # nothing to look up yet
-                batch.reported.add((slug, new_id))
+                self._memberships[(slug, new_id)] = {}  # nothing to look up yet
                 self._recent[(slug, new_id)] = None
         for touched_id in touched:
             dev = story.developments[touched_id]
@@ -407,11 +413,52 @@ class Projector:
             self._load_dev(story, dev_id)
         return sorted(story.developments.values(), key=lambda d: d.reported_position)
 
-    def _fold_devs(self, story: Story) -> list[Development]:
-        """Every development of a story the fold holds (written or not), loaded."""
-        known = set(self._dev_ids(story.slug)) | set(story.developments)
-        found = [self._dev(story, dev_id) for dev_id in known]
-        return sorted((d for d in found if d is not None), key=lambda d: d.reported_position)
+    def _retag_devs(
+        self,
+        batch: _Batch,
+        story: Story,
+        topics_before: set[Scope],
+        event: RecordedEvent,
+        changes: Changes,
+    ) -> None:
+        """Enter every development of a just retagged story into the scopes of the
+        topics the retag added, in the order they were reported.
+
+        Every development is in the scopes of the story's topics before the retag (it
+        entered them when reported, or at the retag that added them), so only the added
+        ones are looked at, and no development is loaded: the cost is the story's
+        memberships in those scopes, not its developments' state."""
+        added: dict[Scope, str] = {}
+        for label in story.topics:
+            scope = topic_scope(label)
+            if scope not in topics_before and scope not in added:
+                added[scope] = label
+        if not added:
+            return
+        self._write_entries(batch)
+        written: dict[str, dict[Scope, int]] = {}
+        for dev_id, name, ordinal in self.conn.execute(
+            "SELECT h.development_id, m.scope, m.ordinal FROM development_heads h "
+            "LEFT JOIN memberships m ON m.slug = h.slug AND m.development_id = h.development_id "
+            "WHERE h.slug = ? ORDER BY h.reported_position",
+            (story.slug,),
+        ):
+            found = written.setdefault(dev_id, {})
+            if name is not None:
+                found[Scope.from_name(name)] = int(ordinal)
+        unwritten = sorted(
+            (dev for dev_id, dev in story.developments.items() if dev_id not in written),
+            key=lambda d: d.reported_position,
+        )
+        for dev_id in [*written, *(dev.development_id for dev in unwritten)]:
+            held = self._memberships.get((story.slug, dev_id))
+            current = held if held is not None else written[dev_id]
+            for scope, label in added.items():
+                if scope not in current:
+                    self._enter(batch, story.slug, dev_id, scope, label, event, changes, current)
+        # a development not held reads its memberships from the file if an event of
+        # this batch loads it
+        self._write_entries(batch)
 
     def _story_scopes(self, batch: _Batch, story: Story) -> set[Scope]:
         """Every scope showing the story or one of its developments."""
@@ -426,14 +473,16 @@ class Projector:
             }
         return {story_scope(story.slug), ALL, *(topic_scope(t) for t in story.topics), *shown}
 
-    def _member_of(self, slug: str, dev_id: str) -> set[Scope]:
+    def _member_of(self, slug: str, dev_id: str) -> dict[Scope, int]:
+        """The scopes a development is in, each with its ordinal there."""
         key = (slug, dev_id)
         found = self._memberships.get(key)
         if found is None:
             rows = self.conn.execute(
-                "SELECT scope FROM memberships WHERE slug = ? AND development_id = ?", key
+                "SELECT scope, ordinal FROM memberships WHERE slug = ? AND development_id = ?",
+                key,
             )
-            found = self._memberships[key] = {Scope.from_name(r[0]) for r in rows}
+            found = self._memberships[key] = {Scope.from_name(r[0]): int(r[1]) for r in rows}
         return found
 
     def _join_scopes(
@@ -454,27 +503,49 @@ class Projector:
                 labels[scope] = label
         current = self._member_of(story.slug, dev.development_id)
         for scope in wanted:
-            if scope in current:
-                continue
-            label, _, count = self._scope(scope, labels[scope], event)
-            ordinal = count + 1
-            batch.new_entries.append(
-                (scope.name, story.slug, dev.development_id, ordinal, event.position)
-            )
-            current.add(scope)
-            shown = self._shown_in.get(story.slug)
-            if shown is not None:
-                shown.add(scope)
-            tail = self._tails.get(scope)
-            if tail is None:
-                tail = self._tails[scope] = deque(maxlen=self.feed_size)
-            tail.append((ordinal, story.slug, dev.development_id))
-            self._scopes[scope] = (label, event.recorded_at, ordinal)
-            batch.dirty_scopes.add(scope)
-            changes.scopes.add(scope)
-            if ordinal % self.feed_size == 0:
-                self._record_archive(batch, scope, ordinal // self.feed_size)
-                changes.archives = True
+            if scope not in current:
+                self._enter(
+                    batch,
+                    story.slug,
+                    dev.development_id,
+                    scope,
+                    labels[scope],
+                    event,
+                    changes,
+                    current,
+                )
+
+    def _enter(
+        self,
+        batch: _Batch,
+        slug: str,
+        dev_id: str,
+        scope: Scope,
+        label: str,
+        event: RecordedEvent,
+        changes: Changes,
+        current: dict[Scope, int],
+    ) -> None:
+        """Enter a development into a scope at the scope's next ordinal; ``current``
+        (its memberships) gets it too."""
+        label, _, count = self._scope(scope, label, event)
+        ordinal = count + 1
+        batch.new_entries.append((scope.name, ordinal, slug, dev_id))
+        batch.joined.append((scope, ordinal, slug, dev_id, event.position))
+        current[scope] = ordinal
+        shown = self._shown_in.get(slug)
+        if shown is not None:
+            shown.add(scope)
+        tail = self._tails.get(scope)
+        if tail is None:
+            tail = self._tails[scope] = deque(maxlen=self.feed_size)
+        tail.append((ordinal, slug, dev_id))
+        self._scopes[scope] = (label, event.recorded_at, ordinal)
+        batch.dirty_scopes.add(scope)
+        changes.scopes.add(scope)
+        if ordinal % self.feed_size == 0:
+            self._record_archive(batch, scope, ordinal // self.feed_size)
+            changes.archives = True
 
     def _scope(self, scope: Scope, label: str | None, event: RecordedEvent) -> tuple[str, str, int]:
         found = self._scopes.get(scope)
@@ -506,39 +577,74 @@ class Projector:
         changes.scopes.add(scope)
 
     def _write_entries(self, batch: _Batch) -> None:
-        """Insert the batch's new scope memberships (before anything reads them), each
-        with the last position that touched its development so far."""
+        """Insert the batch's new scope memberships (before anything reads them)."""
         if not batch.new_entries:
             return
-        rows = []
-        for scope, slug, dev_id, ordinal, joined in batch.new_entries:
-            key = (slug, dev_id)
-            touched = max(joined, batch.touched.get(key, 0))
-            rows.append((scope, slug, dev_id, ordinal, touched))
-            if key in batch.reported:
-                written = batch.written.get(key)
-                batch.written[key] = touched if written is None else min(written, touched)
         self.conn.executemany(
-            "INSERT INTO memberships (scope, slug, development_id, ordinal, touched) "
-            "VALUES (?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO memberships (scope, ordinal, slug, development_id) VALUES (?, ?, ?, ?)",
+            sorted(batch.new_entries),
         )
         batch.new_entries.clear()
 
+    def _write_recent(self, batch: _Batch) -> None:
+        """Record what the batch touched in ``recent_entries``, and trim each scope
+        there to the feed's size once it has been written that often.
+
+        A membership is touched at the later of the position that entered it and the
+        last position that touched its development. That only grows, so one that
+        ranks below a scope's ``feed_size`` most recently touched can rank among them
+        again only when it is touched again (and written here again): the rows below
+        that rank can go, and of a scope's rows a batch writes only its own top
+        ``feed_size`` (a row it leaves keeps an older, lower position there until
+        trimmed, below the top either way). The cost of a batch is the rows it
+        touched, whatever the size of the memberships table."""
+        by_scope: dict[Scope, dict[int, tuple[int, str, str]]] = {}
+        for scope, ordinal, slug, dev_id, joined in batch.joined:
+            entries = by_scope.get(scope)
+            if entries is None:
+                entries = by_scope[scope] = {}
+            touched = batch.touched.get((slug, dev_id), 0)
+            entries[ordinal] = (joined if joined > touched else touched, slug, dev_id)
+        for (slug, dev_id), position in batch.touched.items():
+            for scope, ordinal in self._member_of(slug, dev_id).items():
+                entries = by_scope.get(scope)
+                if entries is None:
+                    entries = by_scope[scope] = {}
+                found = entries.get(ordinal)
+                if found is None or found[0] < position:
+                    entries[ordinal] = (position, slug, dev_id)
+        upserts: list[tuple[str, int, str, str, int]] = []
+        trim: list[tuple[str, int]] = []
+        for scope, entries in by_scope.items():
+            # past the batch's own top ``feed_size`` a row ranks below them for good
+            kept = sorted(entries.items(), key=lambda e: (e[1][0], e[0]), reverse=True)
+            del kept[self.feed_size :]
+            name = scope.name
+            upserts += [(name, ordinal, slug, dev_id, t) for ordinal, (t, slug, dev_id) in kept]
+            before = self._untrimmed.get(scope)
+            if before is None or before + len(kept) >= self.feed_size:
+                trim.append((name, self.feed_size - 1))
+                self._untrimmed[scope] = 0
+            else:
+                self._untrimmed[scope] = before + len(kept)
+        upserts.sort()
+        self.conn.executemany(
+            "INSERT INTO recent_entries (scope, ordinal, slug, development_id, touched) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, ordinal) DO UPDATE SET "
+            "touched = max(touched, excluded.touched)",
+            upserts,
+        )
+        trim.sort()
+        self.conn.executemany(
+            "DELETE FROM recent_entries WHERE scope = ?1 AND (touched, ordinal) < ("
+            "SELECT touched, ordinal FROM recent_entries WHERE scope = ?1 "
+            "ORDER BY touched DESC, ordinal DESC LIMIT 1 OFFSET ?2)",
+            trim,
+        )
+
     def _flush(self, batch: _Batch) -> None:
         self._write_entries(batch)
-        # a development reported in this batch has all its memberships written above,
-        # already touched as late as the batch touched it, unless an archive page
-        # wrote some earlier
-        self.conn.executemany(
-            "UPDATE memberships SET touched = ? "
-            "WHERE slug = ? AND development_id = ? AND touched < ?",
-            [
-                (position, slug, dev_id, position)
-                for (slug, dev_id), position in sorted(batch.touched.items())
-                if batch.written.get((slug, dev_id), -1) < position
-            ],
-        )
+        self._write_recent(batch)
         dirty = [
             (slug, dev_id, self._stories[slug].developments[dev_id])
             for slug, dev_id in sorted(batch.dirty_devs)
@@ -814,9 +920,9 @@ class Projector:
         the file only if the entry cache has not rendered that version."""
         views: list[EntryView] = []
         for slug, dev_id, version in self.conn.execute(
-            "SELECT m.slug, m.development_id, h.version FROM memberships m "
-            "JOIN development_heads h ON h.slug = m.slug AND h.development_id = m.development_id "
-            "WHERE m.scope = ? ORDER BY m.touched DESC, m.ordinal DESC LIMIT ?",
+            "SELECT r.slug, r.development_id, h.version FROM recent_entries r "
+            "JOIN development_heads h ON h.slug = r.slug AND h.development_id = r.development_id "
+            "WHERE r.scope = ? ORDER BY r.touched DESC, r.ordinal DESC LIMIT ?",
             (scope.name, self.feed_size),
         ).fetchall():
             story = self._story(slug)

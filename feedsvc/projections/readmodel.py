@@ -19,7 +19,7 @@ from pathlib import Path
 
 from feedsvc.projections.documents import Document
 
-PROJECTION_VERSIONS: dict[str, int] = {"stories": 3, "timelines": 2, "documents": 4}
+PROJECTION_VERSIONS: dict[str, int] = {"stories": 3, "timelines": 3, "documents": 4}
 """Bump a version when its projection's output changes: it is rebuilt on start."""
 
 SCHEMA = """
@@ -63,11 +63,20 @@ CREATE TABLE IF NOT EXISTS memberships (
     ordinal        INTEGER NOT NULL,
     slug           TEXT NOT NULL,
     development_id TEXT NOT NULL,
+    PRIMARY KEY (scope, ordinal)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_development ON memberships (slug, development_id);
+-- each scope's memberships touched most recently (at least the feed's size of them,
+-- at most about twice that): what its subscription document lists
+CREATE TABLE IF NOT EXISTS recent_entries (
+    scope          TEXT NOT NULL,
+    ordinal        INTEGER NOT NULL,
+    slug           TEXT NOT NULL,
+    development_id TEXT NOT NULL,
     touched        INTEGER NOT NULL,
     PRIMARY KEY (scope, ordinal)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS memberships_touched ON memberships (scope, touched);
-CREATE INDEX IF NOT EXISTS memberships_development ON memberships (slug, development_id);
+CREATE INDEX IF NOT EXISTS recent_entries_touched ON recent_entries (scope, touched, ordinal);
 CREATE TABLE IF NOT EXISTS development_versions (
     slug           TEXT NOT NULL,
     development_id TEXT NOT NULL,

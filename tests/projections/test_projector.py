@@ -366,3 +366,74 @@ def test_a_retagged_story_shows_its_new_topics_in_every_feed_after_catch_up() ->
     story_feed = feedparser.parse(documents(caught_up)[f"/feeds/stories/{SEED_STREAM}.atom"])
     terms = {tag.term for entry in story_feed.entries for tag in entry.tags}
     assert "courts" in terms
+
+
+def test_what_a_batch_writes_and_keeps_does_not_grow_with_the_log() -> None:
+    events = _mixed_log()
+    feed_size = 5
+    projector = Projector(connect(":memory:"), URLS, feed_size=feed_size)
+    largest: dict[str, int] = {}
+    for start in range(0, len(events), 20):
+        projector.apply(events[start : start + 20], render_now=False)
+        for scope, count in projector.conn.execute(
+            "SELECT scope, COUNT(*) FROM recent_entries GROUP BY scope"
+        ):
+            largest[scope] = max(largest.get(scope, 0), count)
+        # written follow-ups are read again when named, not held
+        assert not any(story.followups for story in projector._stories.values())
+    # each scope keeps its feed's entries and fewer than one more feed's worth, plus
+    # what the last batch wrote
+    assert largest and max(largest.values()) < 2 * feed_size + 20
+    total = projector.conn.execute("SELECT COUNT(*) FROM memberships").fetchone()[0]
+    assert sum(largest.values()) < total
+    expected = _finish(projector)
+    reference = Projector(connect(":memory:"), URLS, feed_size=feed_size)
+    reference.apply(events, render_now=False)
+    assert _finish(reference) == expected
+
+
+def test_retags_enter_every_development_once_whatever_the_fold_holds() -> None:
+    events = list(dataset.events(dataset.Size(stories=4, events=300)))
+    slug = events[0].stream
+    old = next(e.data["development_id"] for e in events if e.type == "development.reported")
+    extra = [
+        {"type": "story.retagged", "occurred_at": "2020-01-01", "data": {"topics": ["Tides"]}},
+        {
+            "type": "quote.attributed",
+            "occurred_at": "2020-01-01",
+            "data": {"development_id": old, "quote_id": "q-late", "speaker": "A", "text": "B"},
+        },
+        {
+            "type": "story.retagged",
+            "occurred_at": "2020-01-01",
+            "data": {"topics": ["Tides", "Moons", "moons"]},
+        },
+        {"type": "story.retagged", "occurred_at": "2020-01-01", "data": {"topics": ["Suns"]}},
+        {"type": "story.retagged", "occurred_at": "2020-01-01", "data": {"topics": ["Tides"]}},
+    ]
+    events += recorded(extra, slug, start=len(events) + 1)
+    reference = Projector(connect(":memory:"), URLS, feed_size=7)
+    reference.apply(events, render_now=False)
+    expected = _finish(reference)
+    assert {"/feeds/topics/tides.atom", "/feeds/topics/moons.atom"} <= set(expected)
+    for batch in (1, 2, 3):
+        conn = connect(":memory:")
+        tight = Projector(conn, URLS, feed_size=7, cached_developments=1)
+        tight.apply(events[:-5], render_now=False)
+        for start in range(len(events) - 5, len(events), batch):
+            tight.apply(events[start : start + batch], render_now=False)
+        assert _finish(tight) == expected
+        duplicated = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM memberships "
+            "GROUP BY scope, slug, development_id HAVING COUNT(*) > 1)"
+        ).fetchone()[0]
+        assert duplicated == 0
+        devs = conn.execute(
+            "SELECT COUNT(*) FROM development_heads WHERE slug = ?", (slug,)
+        ).fetchone()[0]
+        for topic in ("tides", "moons", "suns"):
+            entered = conn.execute(
+                "SELECT COUNT(*) FROM memberships WHERE scope = ? AND slug = ?",
+                (f"topics/{topic}", slug),
+            ).fetchone()[0]
+            assert entered == devs
