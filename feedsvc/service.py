@@ -180,7 +180,7 @@ class StoryService:
             if state.ahead is None:
                 state.ahead = check_append(stream, state.rules, [], prior)
             check_onto(stream, state.ahead, events)
-            future = asyncio.ensure_future(self.store.append(stream, events, tentative))
+            future = self.store.submit(stream, events, tentative)
             state.pending.append((future, events))
         future.add_done_callback(lambda f: self._settled(stream, f))
         return future

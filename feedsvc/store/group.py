@@ -75,13 +75,19 @@ class GroupCommit:
         A caller cancelled while it waits cancels only its own future: the append
         stays queued and is committed with its group, whose other appends are
         answered as ever (the group skips an answer nobody waits for)."""
+        return await self.submit(stream, events, expected)
+
+    def submit(
+        self, stream: str, events: Sequence[ValidEvent], expected: Expected
+    ) -> asyncio.Future[AppendResult]:
+        """Queue one append now; the future of its outcome."""
         if not self.open:
             raise StoreUnavailable("the event store is closed")
         if not events:
             raise ValueError("append needs at least one event")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Queued(AppendRequest(stream, events, expected), future))
-        return await future
+        return future
 
     async def close(self) -> None:
         """Take no more appends, let every queued one finish, then stop."""

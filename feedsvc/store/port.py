@@ -6,6 +6,7 @@ pass the contract suite in ``tests/store/contract.py`` against a real database.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,14 @@ class EventStore(ABC):
         :class:`~feedsvc.errors.DuplicateEventId`. A version mismatch raises
         :class:`~feedsvc.errors.WrongExpectedVersion`.
         """
+
+    def submit(
+        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
+    ) -> asyncio.Future[AppendResult]:
+        """:meth:`append`, queued at once: the future of its outcome. Appends submitted
+        one after another reach the log in that order (an adapter with a queue of its
+        own answers this without a task per append)."""
+        return asyncio.ensure_future(self.append(stream, events, expected))
 
     @abstractmethod
     async def import_events(self, events: Sequence[RecordedEvent]) -> int:

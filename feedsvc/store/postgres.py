@@ -284,11 +284,16 @@ class PostgresEventStore(EventStore):
     async def append(
         self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
     ) -> AppendResult:
+        return await self.submit(stream, events, expected)
+
+    def submit(
+        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
+    ) -> asyncio.Future[AppendResult]:
         if self._writer is None:
             raise StoreUnavailable("the event store is closed")
         if "\x00" in stream:
             raise ValueError("a stream name cannot hold U+0000 (PostgreSQL text cannot)")
-        return await self._group.append(stream, events, expected)
+        return self._group.submit(stream, events, expected)
 
     def _on_commit(self, rows: list[EventRow]) -> None:
         for listener in self._commit_listeners:

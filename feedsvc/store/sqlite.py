@@ -286,9 +286,14 @@ class SQLiteEventStore(EventStore):
     async def append(
         self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
     ) -> AppendResult:
+        return await self.submit(stream, events, expected)
+
+    def submit(
+        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
+    ) -> asyncio.Future[AppendResult]:
         if self._writer is None:
             raise StoreUnavailable("the event store is closed")
-        return await self._group.append(stream, events, expected)
+        return self._group.submit(stream, events, expected)
 
     async def _commit_group(
         self, requests: list[AppendRequest]
