@@ -17,31 +17,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from feedsvc.domain.events import ValidEvent, format_recorded_at, parse_recorded_at
-from feedsvc.errors import DuplicateEventId, StoreError, WrongExpectedVersion
+from feedsvc.domain.events import (
+    RecordedEvent,
+    ValidEvent,
+    format_recorded_at,
+    parse_recorded_at,
+)
+from feedsvc.errors import DuplicateEventId, ImportFailed, StoreError, WrongExpectedVersion
+from feedsvc.ndjson import EXPORT_FIELDS
 from feedsvc.store.port import AppendResult, Expected
 
 TICK = timedelta(microseconds=1)
 """The least step between two events' ``recorded_at``."""
 
 
-class EventRow(NamedTuple):
-    """One event as a row of the events table, in column order."""
-
-    position: int
-    id: str
-    stream: str
-    version: int
-    type: str
-    schema_version: int
-    occurred_at: str
-    recorded_at: str
-    data: str
-    metadata: str
-
-
-COLUMNS = EventRow._fields
-"""The events table's columns, in order."""
+COLUMNS = EXPORT_FIELDS
+"""The events table's columns, in order: the export's fields (a row is
+:meth:`RecordedEvent.row() <feedsvc.domain.events.RecordedEvent.row>`)."""
 
 
 class StoredEvent(NamedTuple):
@@ -114,7 +106,7 @@ def decide_group(
     versions: Mapping[str, int],
     existing: Mapping[str, StoredEvent],
     now: datetime,
-) -> tuple[list[Outcome], list[EventRow]]:
+) -> tuple[list[Outcome], list[RecordedEvent]]:
     """Decide every append of a group, in order, as if each were committed alone.
 
     ``versions`` holds the current version of the group's streams (a stream not in it
@@ -128,7 +120,7 @@ def decide_group(
     known = dict(existing)
     clock = RecordedClock(now, tail.last_recorded)
     outcomes: list[Outcome] = []
-    rows: list[EventRow] = []
+    rows: list[RecordedEvent] = []
     for request in requests:
         try:
             outcome, new_rows = _decide_one(request, head, current, known, clock)
@@ -149,7 +141,7 @@ def decide_group(
                     row.type,
                     row.schema_version,
                     row.occurred_at,
-                    row.data,
+                    row.data_json,
                     row.recorded_at,
                 )
     return outcomes, rows
@@ -161,7 +153,7 @@ def _decide_one(
     versions: Mapping[str, int],
     existing: Mapping[str, StoredEvent],
     clock: RecordedClock,
-) -> tuple[AppendResult, list[EventRow]]:
+) -> tuple[AppendResult, list[RecordedEvent]]:
     stream, events = request.stream, request.events
     seen = [existing.get(e.id) for e in events]
     if any(row is not None for row in seen):
@@ -177,7 +169,7 @@ def _decide_one(
         raise WrongExpectedVersion(stream, expected, current)
     stamps = clock.take(len(events))
     rows = [
-        EventRow(
+        RecordedEvent(
             head + offset,
             event.id,
             stream,
@@ -236,3 +228,43 @@ def replay(
         recorded_at=first.recorded_at if first else "",
         replayed=True,
     )
+
+
+def decide_import(
+    events: Sequence[RecordedEvent],
+    head: int,
+    present: Mapping[int, RecordedEvent],
+    versions: Mapping[str, int],
+) -> list[RecordedEvent]:
+    """The events of an import to write: those after ``head``, which must continue
+    the log without a gap and each stream without a skipped version. ``present``
+    holds the logged events at the import's positions up to ``head`` (each must be
+    the very same event); ``versions`` the current version of the streams the new
+    events belong to. :class:`~feedsvc.errors.ImportFailed` names the first bad
+    line."""
+    current = dict(versions)
+    new: list[RecordedEvent] = []
+    for index, event in enumerate(events, start=1):
+        if event.position <= head:
+            if present.get(event.position) != event:
+                raise ImportFailed(
+                    index,
+                    f"position {event.position} already holds a different event; "
+                    "import into an empty database or export from this one",
+                )
+            continue
+        expected_position = head + len(new) + 1
+        if event.position != expected_position:
+            raise ImportFailed(
+                index, f"position {event.position} leaves a gap: expected {expected_position}"
+            )
+        version = current.get(event.stream, 0)
+        if event.version != version + 1:
+            raise ImportFailed(
+                index,
+                f"stream {event.stream!r} version {event.version} does not follow "
+                f"version {version}",
+            )
+        current[event.stream] = event.version
+        new.append(event)
+    return new

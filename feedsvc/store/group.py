@@ -13,12 +13,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from feedsvc.domain.events import ValidEvent
+from feedsvc.domain.events import RecordedEvent, ValidEvent
 from feedsvc.errors import StoreError, StoreUnavailable
-from feedsvc.store.decide import AppendRequest, EventRow, Outcome
+from feedsvc.store.decide import AppendRequest, Outcome
 from feedsvc.store.port import AppendResult, Expected
 
-Commit = Callable[[list[AppendRequest]], Awaitable[tuple[list[Outcome], list[EventRow]]]]
+Commit = Callable[[list[AppendRequest]], Awaitable[tuple[list[Outcome], list[RecordedEvent]]]]
 """Decide and write a group in one transaction: each append's outcome, and the rows
 written."""
 
@@ -43,7 +43,7 @@ class GroupCommit:
         self,
         commit: Commit,
         translate: Callable[[Exception], StoreError],
-        committed: Callable[[list[EventRow]], None],
+        committed: Callable[[list[RecordedEvent]], None],
         max_group: int,
     ) -> None:
         self._commit = commit

@@ -35,11 +35,11 @@ from feedsvc.store.decide import (
     COLUMNS,
     STORED_COLUMNS,
     AppendRequest,
-    EventRow,
     LogTail,
     Outcome,
     StoredEvent,
     decide_group,
+    decide_import,
 )
 from feedsvc.store.group import GroupCommit
 from feedsvc.store.port import AppendResult, EventStore, Expected
@@ -145,6 +145,11 @@ ids (``e``, in :data:`~feedsvc.store.decide.STORED_COLUMNS` order)."""
 _INSERT_AND_NOTIFY = f"WITH written AS ({_INSERT}) SELECT pg_notify('{CHANNEL}', $11)"
 """The group's rows and the commit's notification (delivered when it commits), in one
 round trip."""
+
+
+def _columns(events: Sequence[RecordedEvent]) -> list[list[object]]:
+    """The events as one list per column, for ``unnest`` in :data:`_INSERT`."""
+    return [list(column) for column in zip(*(e.row() for e in events), strict=True)]
 
 
 def _now() -> datetime:
@@ -295,7 +300,7 @@ class PostgresEventStore(EventStore):
             raise ValueError("a stream name cannot hold U+0000 (PostgreSQL text cannot)")
         return self._group.submit(stream, events, expected)
 
-    def _on_commit(self, rows: list[EventRow]) -> None:
+    def _on_commit(self, rows: list[RecordedEvent]) -> None:
         for listener in self._commit_listeners:
             listener(len(rows))
         self._advance(rows[-1].position)
@@ -309,7 +314,7 @@ class PostgresEventStore(EventStore):
 
     async def _commit_group(
         self, requests: list[AppendRequest]
-    ) -> tuple[list[Outcome], list[EventRow]]:
+    ) -> tuple[list[Outcome], list[RecordedEvent]]:
         """Decide and write a group in one transaction, holding the write lock for
         three round trips: begin and lock; read what the decisions need; insert and
         notify, then commit."""
@@ -320,7 +325,7 @@ class PostgresEventStore(EventStore):
             try:
                 outcomes, rows = await self._decide(conn, requests)
                 if rows:
-                    columns = [list(column) for column in zip(*rows, strict=True)]
+                    columns = _columns(rows)
                     await conn.execute(_INSERT_AND_NOTIFY, *columns, str(rows[-1].position))
                 await conn.execute("COMMIT")
             except BaseException:
@@ -331,7 +336,7 @@ class PostgresEventStore(EventStore):
 
     async def _decide(
         self, conn: Any, requests: list[AppendRequest]
-    ) -> tuple[list[Outcome], list[EventRow]]:
+    ) -> tuple[list[Outcome], list[RecordedEvent]]:
         """What :func:`~feedsvc.store.decide.decide_group` needs, read under the write
         lock in the transaction that writes the group, and its decisions."""
         streams = sorted({r.stream for r in requests})
@@ -390,36 +395,13 @@ class PostgresEventStore(EventStore):
                 streams,
             )
         }
-        rows: list[tuple[object, ...]] = []
-        for index, event in enumerate(events, start=1):
-            if event.position <= head:
-                if present.get(event.position) != event:
-                    raise ImportFailed(
-                        index,
-                        f"position {event.position} already holds a different event; "
-                        "import into an empty database or export from this one",
-                    )
-                continue
-            expected_position = head + len(rows) + 1
-            if event.position != expected_position:
-                raise ImportFailed(
-                    index, f"position {event.position} leaves a gap: expected {expected_position}"
-                )
-            current = versions.get(event.stream, 0)
-            if event.version != current + 1:
-                raise ImportFailed(
-                    index,
-                    f"stream {event.stream!r} version {event.version} does not follow "
-                    f"version {current}",
-                )
-            versions[event.stream] = event.version
-            rows.append(event.row())
-        if rows:
+        new = decide_import(events, head, present, versions)
+        if new:
             try:
-                await conn.execute(_INSERT, *[list(column) for column in zip(*rows, strict=True)])
+                await conn.execute(_INSERT, *_columns(new))
             except asyncpg.IntegrityConstraintViolationError as e:
                 raise ImportFailed(0, f"the file conflicts with the log: {e}") from e
-        return len(rows), head + len(rows)
+        return len(new), head + len(new)
 
     # -- reading -----------------------------------------------------------------
 

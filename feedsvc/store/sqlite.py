@@ -43,11 +43,11 @@ from feedsvc.store.decide import (
     COLUMNS,
     STORED_COLUMNS,
     AppendRequest,
-    EventRow,
     LogTail,
     Outcome,
     StoredEvent,
     decide_group,
+    decide_import,
 )
 from feedsvc.store.group import GroupCommit
 from feedsvc.store.port import AppendResult, EncodedEvents, EventStore, Expected
@@ -297,10 +297,10 @@ class SQLiteEventStore(EventStore):
 
     async def _commit_group(
         self, requests: list[AppendRequest]
-    ) -> tuple[list[Outcome], list[EventRow]]:
+    ) -> tuple[list[Outcome], list[RecordedEvent]]:
         return await self._on_writer(self._write_group, requests)
 
-    def _on_commit(self, rows: list[EventRow]) -> None:
+    def _on_commit(self, rows: list[RecordedEvent]) -> None:
         self._head = rows[-1].position
         for listener in self._commit_listeners:
             listener(len(rows))
@@ -321,34 +321,29 @@ class SQLiteEventStore(EventStore):
             raise
         return done
 
-    def _write_group(self, requests: list[AppendRequest]) -> tuple[list[Outcome], list[EventRow]]:
+    def _write_group(
+        self, requests: list[AppendRequest]
+    ) -> tuple[list[Outcome], list[RecordedEvent]]:
         """Check, write and commit a group (in the writer's thread)."""
 
-        def write(conn: sqlite3.Connection) -> tuple[list[Outcome], list[EventRow]]:
+        def write(conn: sqlite3.Connection) -> tuple[list[Outcome], list[RecordedEvent]]:
             outcomes, rows = self._decide(conn, requests)
             if rows:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(_INSERT, [row.row() for row in rows])
             return outcomes, rows
 
         return self._transaction(write)
 
     def _decide(
         self, conn: sqlite3.Connection, requests: list[AppendRequest]
-    ) -> tuple[list[Outcome], list[EventRow]]:
+    ) -> tuple[list[Outcome], list[RecordedEvent]]:
         """What :func:`~feedsvc.store.decide.decide_group` needs, read in the
         transaction that writes the group, and its decisions."""
         last = conn.execute(
             "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
         ).fetchone()
         tail = LogTail(int(last[0]), str(last[1])) if last else LogTail(0, "")
-        streams = sorted({r.stream for r in requests})
-        versions: dict[str, int] = {}
-        for chunk in _chunks(streams):
-            sql = (
-                "SELECT stream, MAX(version) FROM events WHERE stream IN "
-                f"({','.join('?' * len(chunk))}) GROUP BY stream"
-            )
-            versions.update({s: v for s, v in conn.execute(sql, chunk)})
+        versions = _stream_versions(conn, {r.stream for r in requests})
         ids = sorted({e.id for r in requests for e in r.events})
         existing: dict[str, StoredEvent] = {}
         for chunk in _chunks(ids):
@@ -379,59 +374,20 @@ class SQLiteEventStore(EventStore):
         return written, self._read_head()
 
     def _import(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> int:
+        """Check and insert (in the writer's thread); how many events were written."""
         head = self._read_head()
-        rows: list[tuple[object, ...]] = []
-        versions: dict[str, int] = {}
-        for index, event in enumerate(events, start=1):
-            if event.position <= head:
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE position = ?", (event.position,)
-                ).fetchone()
-                if row is None or RecordedEvent(*row) != event:
-                    raise ImportFailed(
-                        index,
-                        f"position {event.position} already holds a different event; "
-                        "import into an empty database or export from this one",
-                    )
-                continue
-            expected_position = head + len(rows) + 1
-            if event.position != expected_position:
-                raise ImportFailed(
-                    index, f"position {event.position} leaves a gap: expected {expected_position}"
-                )
-            if event.stream not in versions:
-                row = conn.execute(
-                    "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?",
-                    (event.stream,),
-                ).fetchone()
-                versions[event.stream] = int(row[0]) if row else 0
-            if event.version != versions[event.stream] + 1:
-                raise ImportFailed(
-                    index,
-                    f"stream {event.stream!r} version {event.version} does not follow "
-                    f"version {versions[event.stream]}",
-                )
-            versions[event.stream] = event.version
-            rows.append(
-                (
-                    event.position,
-                    event.id,
-                    event.stream,
-                    event.version,
-                    event.type,
-                    event.schema_version,
-                    event.occurred_at,
-                    event.recorded_at,
-                    event.data_json,
-                    event.metadata_json,
-                )
-            )
-        if rows:
+        present: dict[int, RecordedEvent] = {}
+        for chunk in _chunks([e.position for e in events if e.position <= head]):
+            sql = f"SELECT {_COLUMNS} FROM events WHERE position IN ({','.join('?' * len(chunk))})"
+            present.update({int(row[0]): RecordedEvent(*row) for row in conn.execute(sql, chunk)})
+        versions = _stream_versions(conn, {e.stream for e in events if e.position > head})
+        new = decide_import(events, head, present, versions)
+        if new:
             try:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(_INSERT, [event.row() for event in new])
             except sqlite3.IntegrityError as e:
                 raise ImportFailed(0, f"the file conflicts with the log: {e}") from e
-        return len(rows)
+        return len(new)
 
     # -- reading -----------------------------------------------------------------
 
@@ -568,7 +524,19 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-def _chunks(items: list[str]) -> Iterable[list[str]]:
+def _stream_versions(conn: sqlite3.Connection, streams: set[str]) -> dict[str, int]:
+    """The current version of each of ``streams`` that exists."""
+    versions: dict[str, int] = {}
+    for chunk in _chunks(sorted(streams)):
+        sql = (
+            "SELECT stream, MAX(version) FROM events WHERE stream IN "
+            f"({','.join('?' * len(chunk))}) GROUP BY stream"
+        )
+        versions.update({s: v for s, v in conn.execute(sql, chunk)})
+    return versions
+
+
+def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), _MAX_PARAMS):
         yield items[i : i + _MAX_PARAMS]
 
