@@ -20,7 +20,6 @@ fail: CI installs nginx (.ci/run).
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import http.client
 import json
@@ -41,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -49,6 +48,7 @@ import yaml
 from feedsvc.errors import ConfigError
 from feedsvc.settings import Settings
 from feedsvc.store import make_store
+from tests.conftest import database_url, pg_admin
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE_COMPOSE = ROOT / "docker-compose.scale.yml"
@@ -487,22 +487,6 @@ def postgres_url() -> str | None:
     return url
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-async def _admin(url: str, *statements: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @contextmanager
 def shared_log(tmp: Path) -> Iterator[str]:
     """The ``database_url`` both replicas use: a scratch PostgreSQL database (dropped
@@ -512,17 +496,15 @@ def shared_log(tmp: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp / 'shared.sqlite3'}"
         return
     name = f"feedsvc_topo_{secrets.token_hex(6)}"
-    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    pg_admin(server, f'CREATE DATABASE "{name}"')
     try:
-        yield _with_database(server, name)
+        yield database_url(server, name)
     finally:
-        asyncio.run(
-            _admin(
-                server,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
-                f'DROP DATABASE IF EXISTS "{name}"',
-            )
+        pg_admin(
+            server,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+            f'DROP DATABASE IF EXISTS "{name}"',
         )
 
 

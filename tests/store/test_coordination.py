@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -28,7 +26,6 @@ from feedsvc.store.coordination import LocalCoordinator
 from feedsvc.store.pg_coordination import lock_key
 from tests.conftest import REPO
 
-ENV = "FEEDSVC_TEST_DATABASE_URL"
 TIMEOUT_S = 10.0
 """A generous bound on anything that should happen at once."""
 
@@ -62,74 +59,20 @@ async def test_the_local_adapter_always_leads_and_never_announces(tmp_path: Path
     assert heard == []
 
 
-# -- PostgreSQL: a scratch database per module ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> str:
-    """The server to test against, or a skip saying how to name one."""
-    url = os.environ.get(ENV)
-    if not url:
-        pytest.skip(f"set {ENV}=postgresql://USER@HOST:PORT/DB to test the PostgreSQL adapter")
-    return url
-
-
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
-async def _admin(url: str) -> Any:
-    try:
-        return await asyncpg.connect(url, timeout=TIMEOUT_S)
-    except (OSError, asyncpg.PostgresError) as e:
-        pytest.fail(f"{ENV}={url} is set but the server cannot be used: {e}")
-
-
-async def _create(url: str, name: str) -> None:
-    admin = await _admin(url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
-async def _drop(url: str, name: str) -> None:
-    admin = await _admin(url)
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture(scope="module")
-def scratch_url(pg_url: str) -> Iterator[str]:
-    """A fresh database on the server for this module (dropped afterwards, its
-    connections ended first); made on a loop of its own, so every test keeps its own."""
-    name = f"feedsvc_coord_{secrets.token_hex(6)}"
-    asyncio.run(_create(pg_url, name))
-    try:
-        yield _with_database(pg_url, name)
-    finally:
-        asyncio.run(_drop(pg_url, name))
+# -- PostgreSQL: a database of its own per test (conftest's pg_url) --------------------
 
 
 Pair = Callable[[], Awaitable[Coordinator]]
 
 
 @pytest.fixture
-async def replica(scratch_url: str, tmp_path: Path) -> AsyncIterator[Pair]:
+async def replica(pg_url: str, tmp_path: Path) -> AsyncIterator[Pair]:
     """Open coordinators on the scratch database, as replicas of one service get
     them (closed afterwards)."""
     opened: list[Coordinator] = []
 
     async def new() -> Coordinator:
-        settings = Settings.load(None, environ={}, data_dir=tmp_path, database_url=scratch_url)
+        settings = Settings.load(None, environ={}, data_dir=tmp_path, database_url=pg_url)
         coordinator = make_coordinator(settings)
         await coordinator.open()
         opened.append(coordinator)
@@ -174,7 +117,7 @@ async def test_a_bucket_refills_at_its_rate(replica: Pair) -> None:
 
 
 async def test_one_replica_leads_and_another_takes_over_when_it_dies(
-    replica: Pair, scratch_url: str
+    replica: Pair, pg_url: str
 ) -> None:
     a, b = await replica(), await replica()
     assert await a.lead("rebuild_cron")
@@ -182,7 +125,7 @@ async def test_one_replica_leads_and_another_takes_over_when_it_dies(
     assert not await b.lead("rebuild_cron")
     assert await b.lead("other-job")  # leadership is per job
 
-    admin = await _admin(scratch_url)
+    admin = await asyncpg.connect(pg_url, timeout=TIMEOUT_S)
     try:
         # a's process dies: the server ends the session holding its lock
         key = lock_key("rebuild_cron") & 0xFFFF_FFFF_FFFF_FFFF
@@ -208,7 +151,7 @@ async def test_one_replica_leads_and_another_takes_over_when_it_dies(
 
 
 async def test_a_rebuild_announced_by_one_replica_reaches_the_others(
-    replica: Pair, scratch_url: str
+    replica: Pair, pg_url: str
 ) -> None:
     a, b = await replica(), await replica()
     heard = asyncio.Event()
@@ -217,7 +160,7 @@ async def test_a_rebuild_announced_by_one_replica_reaches_the_others(
     await asyncio.wait_for(heard.wait(), TIMEOUT_S)
 
     # the listening connection drops: it is made again, and hears the next one
-    admin = await _admin(scratch_url)
+    admin = await asyncpg.connect(pg_url, timeout=TIMEOUT_S)
     try:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -239,7 +182,7 @@ async def test_a_rebuild_announced_by_one_replica_reaches_the_others(
 
 
 async def test_replicas_lead_the_cron_rebuild_once_and_each_rebuilds_when_told(
-    scratch_url: str, tmp_path: Path, seeded_store: EventStore
+    pg_url: str, tmp_path: Path, seeded_store: EventStore
 ) -> None:
     runners: list[ProjectionRunner] = []
     for name in ("one", "two"):
@@ -247,7 +190,7 @@ async def test_replicas_lead_the_cron_rebuild_once_and_each_rebuilds_when_told(
             None,
             environ={},
             data_dir=tmp_path / name,
-            database_url=scratch_url,
+            database_url=pg_url,
             public_base_url="http://127.0.0.1:8080",
             rebuild_cron="0 0 1 1 *",
         )
@@ -265,8 +208,7 @@ async def test_replicas_lead_the_cron_rebuild_once_and_each_rebuilds_when_told(
 
         config = tmp_path / "cli.toml"
         config.write_text(
-            f"data_dir = {json.dumps(str(tmp_path / 'cli'))}\n"
-            f"database_url = {json.dumps(scratch_url)}\n"
+            f"data_dir = {json.dumps(str(tmp_path / 'cli'))}\ndatabase_url = {json.dumps(pg_url)}\n"
         )
         cli = await asyncio.create_subprocess_exec(
             sys.executable,
