@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from feedsvc import urls
 from feedsvc.auth import TokenInfo, ensure_admin_token, retry_after
 from feedsvc.domain.events import (
     ValidEvent,
@@ -404,7 +405,7 @@ def _append_answer(
         }
     )
     # what was created: the stream read from the first appended event on
-    location = f"/api/stories/{slug}/events?from_version={first_version}"
+    location = f"{urls.route('read_stream').path(slug=slug)}?from_version={first_version}"
     headers = {"Location": settings.public_base_url.rstrip("/") + location}
     if not result.replayed:
         headers["ETag"] = f'"{result.version}"'

@@ -21,7 +21,6 @@ from multidict import CIMultiDict
 
 from feedsvc.errors import FieldProblem, NotFound, ValidationFailed
 from feedsvc.projections.documents import Document
-from feedsvc.urls import document_routes
 from feedsvc.web.keys import PROJECTIONS, SETTINGS
 
 if TYPE_CHECKING:
@@ -242,8 +241,3 @@ def _not_found(request: web.Request) -> NotFound:
         "Feeds live at /feeds/all.atom, /feeds/stories/<slug>.rss, "
         "/feeds/topics/<topic>.json (atom, rss or json)."
     )
-
-
-DOCUMENT_ROUTES = [route.aiohttp_path for route in document_routes()]
-"""Every path served from the read model's documents, as aiohttp routes it (from
-the table in :mod:`feedsvc.urls`)."""
