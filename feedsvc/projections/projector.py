@@ -436,21 +436,31 @@ class Projector:
         if not added:
             return
         self._write_entries(batch)
-        written: dict[str, dict[Scope, int]] = {}
+        dev_ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT development_id FROM development_heads WHERE slug = ? "
+                "ORDER BY reported_position, development_id",
+                (story.slug,),
+            )
+        ]
+        # of each written development, its memberships in the added scopes only
+        written: dict[str, dict[Scope, int]] = {dev_id: {} for dev_id in dev_ids}
+        by_name = {scope.name: scope for scope in added}
+        marks = ", ".join("?" * len(by_name))
         for dev_id, name, ordinal in self.conn.execute(
-            "SELECT h.development_id, m.scope, m.ordinal FROM development_heads h "
-            "LEFT JOIN memberships m ON m.slug = h.slug AND m.development_id = h.development_id "
-            "WHERE h.slug = ? ORDER BY h.reported_position",
-            (story.slug,),
+            "SELECT development_id, scope, ordinal FROM memberships "
+            f"WHERE slug = ? AND scope IN ({marks})",
+            (story.slug, *by_name),
         ):
-            found = written.setdefault(dev_id, {})
-            if name is not None:
-                found[Scope.from_name(name)] = int(ordinal)
+            found = written.get(dev_id)
+            if found is not None:  # else reported in this batch: not in the heads yet
+                found[by_name[name]] = int(ordinal)
         unwritten = sorted(
             (dev for dev_id, dev in story.developments.items() if dev_id not in written),
             key=lambda d: d.reported_position,
         )
-        for dev_id in [*written, *(dev.development_id for dev in unwritten)]:
+        for dev_id in [*dev_ids, *(dev.development_id for dev in unwritten)]:
             held = self._memberships.get((story.slug, dev_id))
             current = held if held is not None else written[dev_id]
             for scope, label in added.items():

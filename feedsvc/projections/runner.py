@@ -660,12 +660,13 @@ class ProjectionRunner:
         target = self._next_generation()
         conn = connect(target, building=True)
         projector = Projector(conn, self.urls, self.settings.feed_size)
+        ahead: asyncio.Future[list[RecordedEvent]] | None = None
         try:
             after = 0
-            while True:
-                events = await self.store.read_all(after, BATCH)
-                if not events:
-                    break
+            ahead = asyncio.ensure_future(self.store.read_all(after, BATCH))
+            while events := await ahead:
+                # the next batch is read (in the store's thread) while this one folds
+                ahead = asyncio.ensure_future(self.store.read_all(events[-1].position, BATCH))
                 # fold only: every document is recorded as pending, and rendered after
                 # the swap when first asked for, or by the documents job
                 await _in_thread(projector.apply, events, render_now=False)
@@ -680,6 +681,10 @@ class ProjectionRunner:
                     after = events[-1].position
                 self._swap(target, projector, remove_old=in_server)
         except BaseException:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             conn.close()
             _delete_generation(target)
             raise
