@@ -69,6 +69,7 @@ from bench.servers import Reply, clean_env, free_port, get
 from feedsvc.projections.documents import Document
 from feedsvc.projections.projector import Projector
 from feedsvc.projections.readmodel import connect
+from feedsvc.projections.render import Renderer
 from feedsvc.rendering import feeds
 from feedsvc.rendering.model import FeedFormat, FeedView, Scope, Urls
 from feedsvc.store.sqlite import SQLiteEventStore
@@ -835,17 +836,17 @@ def report(results: Results) -> str:
 # -- rendering from entry fragments ----------------------------------------------------------
 
 
-class _WholeProjector(Projector):
-    """A projector rendering each feed document whole, as before entry fragments: the
+class _WholeRenderer(Renderer):
+    """A renderer writing each feed document whole, as before entry fragments: the
     entries sanitized once and kept in the entry cache (its JSON Feed item too), every
     document serialized with all its entries through feedgen and lxml, or orjson."""
 
-    def __init__(self, conn: sqlite3.Connection, urls: Urls, feed_size: int) -> None:
-        super().__init__(conn, urls, feed_size)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._items: dict[int, tuple[object, dict[str, Any]]] = {}
 
     def _whole(self, view: FeedView, fmt: FeedFormat) -> bytes:
-        entries = [self._entry_cache.entry(view, item) for item in view.entries]
+        entries = [self.entry_cache.entry(view, item) for item in view.entries]
         if fmt is FeedFormat.ATOM:
             return feeds._atom_document(view, entries)
         if fmt is FeedFormat.RSS:
@@ -861,7 +862,7 @@ class _WholeProjector(Projector):
             items.append(kept[1])
         return feeds._json_document(view, items)
 
-    def _feed_docs(
+    def feed_docs(
         self, view: FeedView, updated: str, formats: Iterable[FeedFormat] = FeedFormat
     ) -> list[Document]:
         return [
@@ -873,6 +874,13 @@ class _WholeProjector(Projector):
             )
             for fmt in formats
         ]
+
+
+def _whole_projector(conn: sqlite3.Connection, urls: Urls, feed_size: int) -> Projector:
+    """A projector whose renderer writes whole documents (:class:`_WholeRenderer`)."""
+    projector = Projector(conn, urls, feed_size)
+    projector.renderer = _WholeRenderer(projector.tables, projector.fold, urls, feed_size)
+    return projector
 
 
 @dataclass
@@ -904,18 +912,20 @@ def _render_all(projector: Projector, name: str) -> RenderTimes:
             start = time.perf_counter()
             projector.render_feed(scope, fmt)
             times.feeds.setdefault(fmt, []).append(time.perf_counter() - start)
-    times.entries_rendered = projector._entry_cache.rendered
+    times.entries_rendered = projector.renderer.entry_cache.rendered
     for scope in scopes:  # again: what re-rendering a document whose entries are known costs
         for fmt in FeedFormat:
             start = time.perf_counter()
             projector.render_feed(scope, fmt)
             times.warm.append(time.perf_counter() - start)
-    assert projector._entry_cache.rendered == times.entries_rendered
+    assert projector.renderer.entry_cache.rendered == times.entries_rendered
     for scope, page in projector.pending_archives(1_000_000):
         start = time.perf_counter()
         projector.render_archive(scope, page)
         times.archives.append(time.perf_counter() - start)
-    times.entries_rendered_archives = projector._entry_cache.rendered - times.entries_rendered
+    times.entries_rendered_archives = (
+        projector.renderer.entry_cache.rendered - times.entries_rendered
+    )
     times.documents = {
         str(p): bytes(b)
         for p, b in projector.conn.execute(
@@ -945,7 +955,7 @@ def render_fragments(quick: bool) -> None:
     for name in ("whole", "fragments", "whole", "fragments"):
         conn = connect(":memory:")
         folded.backup(conn)
-        maker = _WholeProjector if name == "whole" else Projector
+        maker = _whole_projector if name == "whole" else Projector
         gc.collect()
         results.append(_render_all(maker(conn, Urls(BASE_URL), 50), name))
         conn.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from feedsvc.projections.documents import Document
 
-PROJECTION_VERSIONS: dict[str, int] = {"stories": 3, "timelines": 4, "documents": 4}
+PROJECTION_VERSIONS: dict[str, int] = {"stories": 3, "timelines": 4, "documents": 5}
 """Bump a version when its projection's output changes: it is rebuilt on start."""
 
 SCHEMA = """

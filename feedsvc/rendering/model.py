@@ -74,6 +74,16 @@ class Scope:
         return cls(ScopeKind(kind), key)
 
 
+def feed_titles(scope: Scope, label: str, story: Story | None) -> tuple[str, str]:
+    """A scope's feed title and subtitle (``story``: the story of a story's scope)."""
+    if scope.kind is ScopeKind.STORY:
+        assert story is not None, scope
+        return story.title, story.summary
+    if scope.kind is ScopeKind.TOPIC:
+        return f"Topic: {label}", f"Every development tagged {label}, newest first."
+    return "All stories", "Every development of every story, newest first."
+
+
 def entry_id(story_slug: str, development_id: str) -> str:
     """The permanent, globally unique id of a development's feed entry."""
     return "urn:uuid:" + str(uuid.uuid5(ENTRY_NAMESPACE, f"{story_slug}/{development_id}"))

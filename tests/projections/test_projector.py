@@ -12,7 +12,8 @@ import pytest
 from bench import dataset
 from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
 from feedsvc.ndjson import read_ndjson
-from feedsvc.projections import projector as projector_module
+from feedsvc.projections import render as render_module
+from feedsvc.projections.fold import Batch, Fold
 from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect
 from feedsvc.rendering.feeds import render
@@ -245,16 +246,28 @@ def test_what_the_fold_keeps_in_memory_never_changes_a_byte() -> None:
     assert _finish(Projector(conn, URLS, feed_size=25)) == expected
 
 
-class _FailingOnce(Projector):
-    """A projector whose write at the end of one batch fails (a full disk, say)."""
+class _FailingFold(Fold):
+    """A fold whose write at the end of one batch fails (a full disk, say)."""
 
     failed = False
 
-    def _flush(self, batch: Any) -> None:
-        super()._flush(batch)
-        if not self.failed and self.position() == 0 and len(batch.dirty_devs) > 20:
+    def flush(self, batch: Batch) -> None:
+        super().flush(batch)
+        if not self.failed and self.tables.position() == 0 and len(batch.dirty_devs) > 20:
             self.failed = True
             raise sqlite3.OperationalError("database or disk is full")
+
+
+class _FailingOnce(Projector):
+    """A projector with a :class:`_FailingFold`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fold = self.renderer.fold = self.failing = _FailingFold(self.tables, self.feed_size)
+
+    @property
+    def failed(self) -> bool:
+        return self.failing.failed
 
 
 def test_a_batch_that_rolls_back_leaves_nothing_behind_in_memory_or_file() -> None:
@@ -329,7 +342,7 @@ def test_documents_assembled_from_entry_fragments_are_the_documents_built_whole(
         checked.append(view.urls.feed_path(view.scope, fmt, view.archive))
         return body
 
-    monkeypatch.setattr(projector_module, "render", checking)
+    monkeypatch.setattr(render_module, "render", checking)
     for events, feed_size in ((_mixed_log(), 25), (read_ndjson(SEED), 4)):
         projector = Projector(connect(":memory:"), URLS, feed_size=feed_size)
         for start in range(0, len(events), 50):  # catch-up, rendering as it goes
@@ -380,7 +393,7 @@ def test_what_a_batch_writes_and_keeps_does_not_grow_with_the_log() -> None:
         ):
             largest[scope] = max(largest.get(scope, 0), count)
         # written follow-ups are read again when named, not held
-        assert not any(story.followups for story in projector._stories.values())
+        assert not any(story.followups for story in projector.fold._stories.values())
     # each scope keeps its feed's entries and fewer than one more feed's worth, plus
     # what the last batch wrote
     assert largest and max(largest.values()) < 2 * feed_size + 20
