@@ -178,6 +178,16 @@ class Fold:
                 story.developments.pop(dev_id, None)
             self._memberships.pop((slug, dev_id), None)
 
+    def holding(self) -> dict[str, int]:
+        """How much the fold holds in memory: story headers, developments (bounded by
+        ``cached_developments`` after each batch), their memberships, scopes."""
+        return {
+            "stories": len(self._stories),
+            "developments": sum(len(story.developments) for story in self._stories.values()),
+            "memberships": len(self._memberships),
+            "scopes": len(self._scopes),
+        }
+
     def story(self, slug: str) -> Story | None:
         """The story's header as of the fold so far (None if it was never opened)."""
         story = self._stories.get(slug)

@@ -450,3 +450,22 @@ def test_retags_enter_every_development_once_whatever_the_fold_holds() -> None:
                 (f"topics/{topic}", slug),
             ).fetchone()[0]
             assert entered == devs
+
+
+def test_the_fold_holds_no_more_developments_than_its_bound_and_gives_the_same_bytes() -> None:
+    """What bounds a rebuild's memory on a long log: after every batch the fold holds
+    at most ``cached_developments`` developments (and their memberships), however many
+    the log has, and its documents are those of a fold that holds everything."""
+    events = list(dataset.events(dataset.Size(stories=8, events=1_200)))
+    unbounded = Projector(connect(":memory:"), URLS, feed_size=25, cached_developments=10**6)
+    unbounded.apply(events, render_now=False)
+    everything = unbounded.fold.holding()["developments"]
+    assert everything > 400  # the log has far more developments than the bound below
+
+    bounded = Projector(connect(":memory:"), URLS, feed_size=25, cached_developments=40)
+    for start in range(0, len(events), 100):
+        bounded.apply(events[start : start + 100], render_now=False)
+        held = bounded.fold.holding()
+        assert held["developments"] <= 40, held
+        assert held["memberships"] <= 40, held
+    assert _finish(bounded) == _finish(unbounded)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import dataset
 from feedsvc.cli_support import import_seed_if_empty
 from feedsvc.projections.runner import ProjectionRunner
 from feedsvc.service import StoryService
@@ -380,3 +381,54 @@ async def test_stopping_while_a_catch_up_is_in_flight_logs_no_error(
     assert not errors, [r.getMessage() for r in errors]
     assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.WARNING)
     assert runner.position == _stored_position(path) == head
+
+
+async def test_a_rebuild_killed_while_it_folds_leaves_the_old_generation_serving(
+    settings: Settings,
+) -> None:
+    """``feedsvc rebuild`` killed (SIGKILL) part way through the fold of a log: the
+    server goes on serving the generation it had, byte for byte; a restart serves it
+    too and removes what the killed rebuild left; the next rebuild completes."""
+    settings.data_dir.mkdir()
+    database = settings.data_dir / settings.database
+    size = dataset.Size(stories=10, events=3_000)
+    await asyncio.to_thread(dataset.generate, size, database)
+    store = make_store(settings)
+    await store.open()
+    server = ProjectionRunner(store, settings)
+    try:
+        await server.start()
+        await server.render_all()
+        before = all_documents(server)
+        assert server._model is not None
+        serving = Path(server._model.path)
+
+        config = Path(__file__).parents[2] / "config" / "feedsvc.toml"
+        env = {**os.environ, "FEEDSVC_DATA_DIR": str(settings.data_dir)}
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "feedsvc.cli", "--config", str(config), "rebuild", env=env
+        )
+        partial = serving.with_name("gen-000002.sqlite3")
+        # killed once its generation holds a few batches: well before the end of the fold
+        while not (partial.exists() and partial.stat().st_size > 2 << 20):
+            assert child.returncode is None, "the rebuild ended before it could be killed"
+            await asyncio.sleep(0.002)
+        os.kill(child.pid, signal.SIGKILL)
+        assert await child.wait() == -signal.SIGKILL
+
+        await server._catch_up_job()  # follows the pointer, which did not move
+        assert server._model is not None and Path(server._model.path) == serving
+        assert all_documents(server) == before
+    finally:
+        await server.stop()
+
+    restarted = ProjectionRunner(store, settings)
+    try:
+        await restarted.start()
+        assert restarted._model is not None and Path(restarted._model.path) == serving
+        assert not partial.exists()
+        assert all_documents(restarted) == before
+        assert await restarted.rebuild() == size.events
+    finally:
+        await restarted.stop()
+        await store.close()
