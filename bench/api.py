@@ -1312,6 +1312,81 @@ def measure_freshness(root: Path, quick: bool, pin: bool) -> tuple[int, int, lis
     return rate, seconds, runs
 
 
+SWEEP_RATES_FULL = (250, 500, 750)
+SWEEP_RATES_QUICK = (100,)
+"""Offered rates measured once each besides FRESH_RATE, to say where p99 passes the target."""
+FRESH_TARGET_MS = 250.0
+
+
+def measure_sweep(
+    root: Path, rates: Sequence[int], quick: bool, pin: bool, spy_rate: int | None = None
+) -> list[tuple[int, FreshRun, str | None]]:
+    """One freshness run at each offered rate, each on a fresh copy of the template;
+    with ``spy_rate``, the service is recorded by py-spy during that rate's run (the
+    top frames are returned beside it)."""
+    seconds = QUICK_SECONDS if quick else FULL_SECONDS
+    port = free_port()
+    template = prepare_template(root / "sweep-template", port, slugs(FRESH_PREFIX, FRESH_STORIES))
+    found: list[tuple[int, FreshRun, str | None]] = []
+    for number, rate in enumerate(rates):
+        name = f"sweep-{rate}"
+        frames = None
+        with service(root, name, template, port, pin) as svc:
+            spying = None
+            raw = root / f"{name}.txt"
+            if rate == spy_rate:
+                spy = py_spy()
+                if spy is None:
+                    raise SystemExit("--spy needs py-spy: .venv/bin/pip install py-spy")
+                command = [spy, "record", "--rate", "100", "--format", "raw", "--nonblocking"]
+                command += ["--duration", str(seconds), "--output", str(raw), "--pid"]
+                spying = subprocess.Popen(
+                    pinned([*command, str(svc.server.process.pid)], CLIENT_CPU, pin),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            with on_cpu(CLIENT_CPU, pin):
+                run = asyncio.run(freshness(svc, rate, seconds, SEED + 100 + number))
+            if spying is not None:
+                spying.wait(timeout=seconds + 60)
+                frames = top_frames(raw) if raw.exists() else "py-spy wrote nothing"
+            if svc.server.process.poll() is not None:
+                raise svc.server.fail("exited during the run")
+        shutil.rmtree(root / name, ignore_errors=True)
+        found.append((rate, run, frames))
+        print(f"  freshness sweep: {rate}/s done", file=sys.stderr, flush=True)
+    return found
+
+
+def report_sweep(runs: Sequence[tuple[int, FreshRun]]) -> str:
+    """Freshness by offered rate, and the first rate whose p99 passes the target."""
+    rows = []
+    over = None
+    for rate, run in sorted(runs, key=lambda r: r[0]):
+        p99 = percentile(run.delays_ms, 99)
+        if over is None and p99 > FRESH_TARGET_MS:
+            over = rate
+        rows.append(
+            [
+                f"{rate:,}",
+                f"{run.ack_rate:,.0f}",
+                _ms(percentile(run.delays_ms, 50)),
+                _ms(p99),
+                f"{run.never:,}",
+                f"{100 * run.server.busy:.0f}%",
+                f"{run.server.us_per_201:,.0f}",
+            ]
+        )
+    header = ["offered/s", "201s/s", "p50 ms", "p99 ms", "never", "service CPU", "µs/201"]
+    line = (
+        f"p99 first exceeds {FRESH_TARGET_MS:g} ms at {over:,} POSTs/s offered (of the rates "
+        "measured)"
+        if over is not None
+        else f"p99 stays within {FRESH_TARGET_MS:g} ms at every rate measured"
+    )
+    return table(header, rows) + "\n" + line
+
+
 def _ms(value: float) -> str:
     """Milliseconds, or that it was not visible within VISIBLE_WITHIN_S."""
     if value == math.inf:
@@ -1482,6 +1557,7 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
         cases = measure_appends(root, seconds, quick, pin)
         follow = measure_follow(root, quick, pin)
         fresh = measure_freshness(root, quick, pin)
+        sweep = measure_sweep(root, SWEEP_RATES_QUICK if quick else SWEEP_RATES_FULL, quick, pin)
         print()
         print(f"1, 2. POST appends ({seconds} s per run)")
         print(report_appends(cases, seconds))
@@ -1491,6 +1567,11 @@ def run(quick: bool, *, show_machine: bool = True) -> None:
         print()
         print("4. freshness: 201 to visible in the story's JSON feed")
         print(report_freshness(*fresh))
+        print()
+        print(f"5. freshness by offered rate (one run each, {seconds} s; the rate above: median)")
+        rate, _, fresh_runs = fresh
+        middle = sorted(fresh_runs, key=lambda r: percentile(r.delays_ms, 99))[len(fresh_runs) // 2]
+        print(report_sweep([*((r, run) for r, run, _ in sweep), (rate, middle)]))
         print()
         print("summary")
         print(summary(cases, follow, fresh))
@@ -1630,8 +1711,23 @@ def profile(quick: bool) -> None:
             print(top_frames(raw))
 
 
+def sweep_only(rates: Sequence[int], spy_rate: int | None) -> None:
+    """``--freshness``: the freshness sweep alone (and py-spy at one rate)."""
+    pin, pin_text = pinning("clients", PINNED)
+    seconds = FULL_SECONDS
+    with tempfile.TemporaryDirectory(prefix="feedsvc-bench-") as tmp:
+        print(f"freshness by offered rate ({seconds} s each); pinning: {pin_text}")
+        print(f"  {_busy_line(cpu_busy())}")
+        found = measure_sweep(Path(tmp), rates, False, pin, spy_rate)
+        print(report_sweep([(rate, run) for rate, run, _ in found]))
+        for rate, _, frames in found:
+            if frames is not None:
+                print(f"\n== the service at {rate:,} POSTs/s offered, py-spy at 100 Hz ==")
+                print(frames)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.api [--quick] [--profile]``."""
+    """``python -m bench.api [--quick] [--profile | --freshness [--rates R,…] [--spy R]]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run")
     parser.add_argument(
@@ -1639,8 +1735,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="record the service with py-spy under the append loads instead of measuring",
     )
+    parser.add_argument(
+        "--freshness",
+        action="store_true",
+        help="instead: only the freshness runs, one at each of --rates",
+    )
+    parser.add_argument(
+        "--rates", default="250,500,750,1000", help="with --freshness: offered POSTs/s"
+    )
+    parser.add_argument(
+        "--spy", type=int, help="with --freshness: record the service with py-spy at this rate"
+    )
     args = parser.parse_args(argv)
-    if args.profile:
+    if args.freshness:
+        sweep_only([int(r) for r in args.rates.split(",")], args.spy)
+    elif args.profile:
         profile(args.quick)
     else:
         run(args.quick)

@@ -17,7 +17,7 @@ while it folds.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from feedsvc.domain.events import RecordedEvent
 from feedsvc.projections.fold import CACHED_DEVELOPMENTS, Batch, Changes, Fold
@@ -126,10 +126,13 @@ class Projector:
             (Scope.from_name(scope), page) for scope, page in self.tables.pending_archives(limit)
         ]
 
-    def render_archive(self, scope: Scope, page: int) -> set[str]:
-        """Render one recorded archive page in every format, in its own transaction."""
+    def render_archive(
+        self, scope: Scope, page: int, formats: Sequence[FeedFormat] = tuple(FeedFormat)
+    ) -> set[str]:
+        """Render one recorded archive page (in every format unless told), in its own
+        transaction."""
         with self.tables.transaction():
-            return self.renderer.archive(scope, page)
+            return self.renderer.archive(scope, page, formats)
 
     def render_pending_archives(self, limit: int = 1_000_000) -> set[str]:
         """Render up to ``limit`` recorded archive pages; return the paths written."""

@@ -150,9 +150,12 @@ class Renderer:
         )
         return self._put(self.feed_docs(view, updated, formats))
 
-    def archive(self, scope: Scope, page: int) -> set[str]:
-        """A recorded archive page in every format, from its record (nothing if it is
-        not recorded, or rendered already)."""
+    def archive(
+        self, scope: Scope, page: int, formats: Sequence[FeedFormat] = tuple(FeedFormat)
+    ) -> set[str]:
+        """A recorded archive page in ``formats``, from its record (nothing if it is
+        not recorded, or rendered already). It is marked rendered once written in
+        every format; a page written in some is written again, the same bytes, then."""
         meta = self.tables.archive_page(scope.name, page)
         if meta is None:
             return set()
@@ -193,8 +196,9 @@ class Renderer:
             self_query=self.self_query,
             entry_cache=self.entry_cache,
         )
-        paths = self._put(self.feed_docs(view, updated))
-        self.tables.archive_rendered(scope.name, page)
+        paths = self._put(self.feed_docs(view, updated, formats))
+        if set(formats) == set(FeedFormat):
+            self.tables.archive_rendered(scope.name, page)
         return paths
 
     def index(self) -> set[str]:

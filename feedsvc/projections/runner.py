@@ -108,12 +108,12 @@ def story_of(path: str) -> str | None:
     return found.key if found is not None and found.scope == ScopeKind.STORY else None
 
 
-def archive_of(path: str) -> tuple[Scope, int] | None:
-    """The (scope, page) an archive document path names, if it names one."""
+def archive_of(path: str) -> tuple[Scope, int, FeedFormat] | None:
+    """The (scope, page, format) an archive document path names, if it names one."""
     found = parse_path(path)
-    if found is None or found.document != "archive" or found.page is None:
+    if found is None or found.document != "archive" or found.page is None or found.fmt is None:
         return None
-    return Scope(ScopeKind(found.scope), found.key), found.page
+    return Scope(ScopeKind(found.scope), found.key), found.page, FeedFormat(found.fmt)
 
 
 _PROJECTIONS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-projections")
@@ -584,10 +584,13 @@ class ProjectionRunner:
         found = archive_of(path)
         if found is None:
             return None
+        scope, page, fmt = found
         async with self._lock:
             if self._projector is None:
                 return None
-            paths = await _in_thread(self._projector.render_archive, *found)
+            # only the format asked for: the page stays recorded for the archives job,
+            # which writes every format (the same bytes for this one)
+            paths = await _in_thread(self._projector.render_archive, scope, page, (fmt,))
         for written in paths:
             self.cache.drop(written)
         return self.stored(path)
@@ -788,7 +791,8 @@ class ProjectionRunner:
                 changes.merge(projector.apply(events[i : i + BATCH], render_now=False))
             projector.render_changes(changes)
             if (found := archive_of(path)) is not None:
-                projector.render_archive(*found)
+                scope, page, fmt = found
+                projector.render_archive(scope, page, (fmt,))
             return ReadModel(":memory:", conn).document(path)
         finally:
             conn.close()

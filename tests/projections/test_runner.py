@@ -218,6 +218,29 @@ async def test_a_request_renders_its_own_format_and_never_serves_a_stale_one(
         await runner.stop()
 
 
+async def test_an_archive_page_asked_for_is_written_in_its_format_and_the_job_writes_all(
+    store: EventStore, settings: Settings
+) -> None:
+    """A first request for an archive page renders the format it asks for alone; the
+    page stays recorded, and the archives job writes every format (that one the same)."""
+    quiet = dataclasses.replace(settings, catchup_interval_s=3600.0, feed_size=4)
+    runner = ProjectionRunner(store, quiet)
+    await runner.start()
+    page = f"/feeds/stories/{SEED_STREAM}/archive/1"
+    try:
+        assert runner.stored(f"{page}.atom") is None  # recorded by the rebuild, not rendered
+        asked = await runner.archive_document(f"{page}.atom")
+        assert asked is not None and b"<feed" in asked.body
+        assert runner.stored(f"{page}.rss") is None and runner.stored(f"{page}.json") is None
+        await runner.render_all()
+        atom, rss, json = (runner.stored(f"{page}.{fmt}") for fmt in ("atom", "rss", "json"))
+        assert atom is not None and atom.body == asked.body
+        assert rss is not None and b"<rss" in rss.body
+        assert json is not None and b'"items"' in json.body
+    finally:
+        await runner.stop()
+
+
 def _read(path: Path) -> str:
     return path.read_text().strip()
 
