@@ -10,7 +10,7 @@ always gives the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 
@@ -94,13 +94,15 @@ class Renderer:
         assert row is not None, scope
         return row
 
-    def _version_loader(self, slug: str, dev_id: str, version: int) -> Callable[[], Development]:
-        """A function reading one stored version of a development."""
+    def _stored(self, story: Story, dev_id: str, version: int) -> EntryView:
+        """An entry of a stored version of a development, read only if the entry cache
+        has not rendered that version."""
 
         def load() -> Development:
-            return Development.model_validate_json(self.tables.version_state(slug, dev_id, version))
+            state = self.tables.version_state(story.slug, dev_id, version)
+            return Development.model_validate_json(state)
 
-        return load
+        return EntryView(story, development_id=dev_id, version=version, load=load)
 
     def _load_dev(self, story: Story, dev_id: str) -> Development | None:
         """Load a development into a story read for rendering (not the fold's)."""
@@ -117,17 +119,9 @@ class Renderer:
         views: list[EntryView] = []
         for slug, dev_id, version in self.tables.top_entries(scope.name, self.feed_size):
             story, dev = self.fold.held(slug, dev_id)
-            if dev is not None:
-                views.append(EntryView(story, dev))
-            else:
-                views.append(
-                    EntryView(
-                        story,
-                        development_id=dev_id,
-                        version=version,
-                        load=self._version_loader(slug, dev_id, version),
-                    )
-                )
+            views.append(
+                EntryView(story, dev) if dev is not None else self._stored(story, dev_id, version)
+            )
         return views
 
     # -- the documents ---------------------------------------------------------------
@@ -176,14 +170,7 @@ class Renderer:
                 version=0,
                 last_position=0,
             )
-            entries.append(
-                EntryView(
-                    story,
-                    development_id=dev_id,
-                    version=version,
-                    load=self._version_loader(slug, dev_id, version),
-                )
-            )
+            entries.append(self._stored(story, dev_id, version))
         view = FeedView(
             scope=scope,
             title=title,

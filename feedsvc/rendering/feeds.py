@@ -97,6 +97,12 @@ class _Entry:
     ``<entry>`` and RSS ``<item>`` when a document in that format first lists it."""
 
 
+ENTRY_CACHE_BYTES = 32 << 20
+"""What an entry cache may hold. Entries are ~10–20 KB each once rendered in every
+format: 4,096 of them held ~60 MB and took a rebuild's process past its 256 MB bound
+once every document was rendered."""
+
+
 class EntryCache:
     """Rendered entries of one read model, by version: a development appears in its
     story's, every topic's and the all-stories feed, in three formats each, and is
@@ -108,12 +114,21 @@ class EntryCache:
     cache per read model: another log may reuse the same ids and positions.
     """
 
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
+    def __init__(self, max_bytes: int = ENTRY_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[object, ...], tuple[_Entry, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self.rendered = 0
         """How many entries this cache has rendered (a look-up that missed)."""
+
+    @property
+    def held_bytes(self) -> int:
+        """What the entries held are counted at (see :func:`_entry_bytes`)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def entry(self, view: FeedView, item: EntryView) -> _Entry:
         """The entry of ``item``, rendered now or earlier."""
@@ -130,14 +145,25 @@ class EntryCache:
             cached = self._entries.get(key)
             if cached is not None:
                 self._entries.move_to_end(key)
-                return cached
+                return cached[0]
         entry = _render_entry(view, item)
+        size = _entry_bytes(entry)
         with self._lock:
             self.rendered += 1
-            self._entries[key] = entry
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            if key not in self._entries:
+                self._entries[key] = (entry, size)
+                self._bytes += size
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
         return entry
+
+
+def _entry_bytes(entry: _Entry) -> int:
+    """What an entry is counted at in the cache, when it is rendered: its HTML, and its
+    JSON Feed item three times (the Atom and RSS fragments it will have once a document
+    in that format lists it are about as long), plus its other fields."""
+    return len(entry.content_html) + 3 * len(entry.fragments[FeedFormat.JSON]) + 512
 
 
 def _entry(view: FeedView, item: EntryView) -> _Entry:

@@ -70,3 +70,19 @@ def test_each_entry_is_serialized_once_per_format(story: Story) -> None:
     assert set(entry.fragments) == {FeedFormat.ATOM, FeedFormat.JSON}
     render(dataclasses.replace(view, archive=1, archive_count=1), FeedFormat.ATOM)
     assert entry.fragments[FeedFormat.ATOM] is fragment
+
+
+def test_the_entry_cache_holds_at_most_its_bytes_and_renders_the_same(story: Story) -> None:
+    """A cache too small for a document's entries keeps within its bound (the oldest
+    entries go first) and still gives the same bytes as a document rendered whole."""
+    view = story_view(story)
+    roomy = EntryCache()
+    render(dataclasses.replace(view, entry_cache=roomy), FeedFormat.JSON)
+    per_entry = roomy.held_bytes // len(roomy)
+    assert len(roomy) == len(view.entries) > 2
+
+    tight = EntryCache(max_bytes=2 * per_entry)
+    shared = dataclasses.replace(view, entry_cache=tight)
+    for fmt in FeedFormat:
+        assert render(shared, fmt) == render_whole(view, fmt)
+        assert tight.held_bytes <= 2 * per_entry and len(tight) < len(view.entries)
