@@ -26,11 +26,11 @@ uses a log of the same shape with 20,000 events (``--quick``: 5,000 over 100 sto
 
 Run: ``python -m bench.scale [--quick]``; ``python -m bench.scale --profile [--quick]``
 runs the rebuild under ``py-spy`` instead and prints the hottest frames;
-``python -m bench.scale --fold [--quick] [--events N]`` instead folds the rebuild's log
-(or the first ``N`` events of a log of that many over the same stories), generated in
-memory, with ``Projector.apply`` alone in this process in batches of 1000 into a
-generation being built, and prints each batch's milliseconds (how the fold grows with
-the log, without the store, the runner or rendering);
+``python -m bench.scale --fold [--quick] [--events N] [--batch B]`` instead folds the
+cached 1,000,000-event log (its first ``N`` events; ``--quick``: the 5,000-event one)
+with ``Projector.apply`` alone in this process, in batches of ``B`` (1000) into a
+generation being built, and prints the milliseconds per 10,000 events along the way
+(how the fold grows with the log, without the runner or rendering);
 ``python -m bench.scale --render [--quick]`` instead renders, in this process, every
 current feed document and archive page of the rebuild's log folded once, whole (as
 before entry fragments) and from entry fragments, and prints the time per document.
@@ -997,8 +997,7 @@ def fold_batches(quick: bool, events: int | None, batch_size: int = PAGE) -> Non
     print the time per 10,000 events at each tenth of the way."""
     from feedsvc.cli_support import tune_gc
 
-    plan = QUICK if quick else FULL
-    size = plan.rebuild if events is None else FULL_SIZE.rebuild
+    size = QUICK.rebuild if quick else FULL_SIZE.rebuild
     found = dataset.ensure(size)
     limit = events or size.events
     tune_gc()
