@@ -10,6 +10,7 @@ always gives the same bytes.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 import orjson
@@ -28,11 +29,42 @@ from feedsvc.rendering.model import (
     Urls,
     feed_titles,
 )
-from feedsvc.rendering.pages import render_index, render_story, render_topic
+from feedsvc.rendering.pages import render_index, render_story, render_topic, story_article
 
 INDEX_STORIES = 200
 """The index page lists this many stories, the most recently changed first."""
 HTML = "text/html; charset=utf-8"
+
+
+ARTICLE_CACHE_BYTES = 16 << 20
+"""What a renderer keeps of story pages' articles (~2–5 KB each)."""
+
+
+class ArticleCache:
+    """Story pages' articles by (base URL, story, development, version), the least
+    recently used dropped past :data:`ARTICLE_CACHE_BYTES` (characters counted)."""
+
+    def __init__(self, max_bytes: int = ARTICLE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._articles: OrderedDict[tuple[str, str, str, int], str] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, str, str, int]) -> str | None:
+        """The article kept for ``key``, if any."""
+        found = self._articles.get(key)
+        if found is not None:
+            self._articles.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str, str, int], article: str) -> None:
+        """Keep an article."""
+        if key in self._articles:
+            return
+        self._articles[key] = article
+        self._bytes += len(article)
+        while self._bytes > self.max_bytes and len(self._articles) > 1:
+            _, dropped = self._articles.popitem(last=False)
+            self._bytes -= len(dropped)
 
 
 class Renderer:
@@ -54,6 +86,7 @@ class Renderer:
         """The query string every feed document's self link carries (``as_of=…`` for a
         projection built to answer one), or None."""
         self.entry_cache = EntryCache()
+        self.articles = ArticleCache()
 
     def render(self, changes: Changes) -> None:
         """Render every document ``changes`` names; add their paths to it."""
@@ -205,18 +238,33 @@ class Renderer:
         return self._put([Document.make("/", HTML, body, updated)])
 
     def story_page(self, slug: str) -> set[str]:
-        """A story's page: every development and follow-up."""
+        """A story's page: every development and follow-up. Each development's article
+        is rendered once per version and kept (a page of a long story is otherwise
+        rendered whole again after each change); only developments whose article is not
+        kept, or that a follow-up links to, are read."""
         header = self.tables.story_header(slug)
         if header is None:
             return set()
         story = Story.model_validate_json(header)
-        for dev_id in self.tables.development_ids(slug):
-            self._load_dev(story, dev_id)
+        articles: list[str] = []
+        for dev_id, version in self.tables.timeline(slug):
+            key = (self.urls.base, slug, dev_id, version)
+            article = self.articles.get(key)
+            if article is None:
+                dev = self._load_dev(story, dev_id)
+                assert dev is not None, (slug, dev_id)
+                article = story_article(story, dev, self.urls)
+                self.articles.put(key, article)
+            articles.append(article)
         story.followups = {
             followup_id: FollowUp.model_validate_json(state)
             for followup_id, state in self.tables.followups(slug)
         }
-        body = render_story(story, self.urls)
+        for followup in story.followups.values():
+            for linked in (followup.development_id, followup.resolved_by):
+                if linked:
+                    self._load_dev(story, linked)
+        body = render_story(story, self.urls, articles)
         path = self.urls.story_page(slug)[len(self.urls.base) :]
         return self._put([Document.make(path, HTML, body, story.updated_at)])
 

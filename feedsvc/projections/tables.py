@@ -134,6 +134,19 @@ class Tables:
             )
         ]
 
+    def timeline(self, slug: str) -> list[tuple[str, int]]:
+        """(development id, current version) of a story's developments in the order
+        they happened: by when, then by when reported, then (reported together) by id,
+        as :meth:`~feedsvc.domain.story.Story.timeline` orders them."""
+        return [
+            (str(dev_id), int(version))
+            for dev_id, version in self.conn.execute(
+                "SELECT development_id, version FROM development_heads WHERE slug = ? "
+                "ORDER BY occurred_start, reported_position, development_id",
+                (slug,),
+            )
+        ]
+
     def latest_development(self, slug: str) -> str | None:
         """The story's development that happened last (by when it happened, then by
         when it was reported)."""

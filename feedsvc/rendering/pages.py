@@ -10,6 +10,8 @@ stories always give the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from feedsvc.domain.events import slugify
 from feedsvc.domain.story import Development, FollowUp, Story
 from feedsvc.rendering.model import EntryView, FeedFormat, Scope, ScopeKind, Urls
@@ -192,15 +194,24 @@ def _followup(story: Story, followup: FollowUp, urls: Urls) -> str:
     return f'<li id="followup-{text(followup.followup_id)}">{"".join(parts)}</li>\n'
 
 
-def render_story(story: Story, urls: Urls) -> bytes:
+def story_article(story: Story, dev: Development, urls: Urls) -> str:
+    """One development's article on its story's page: it depends on the story's slug
+    and the development alone, so it can be kept by the development's version."""
+    return _article(story, dev, urls, element_id=dev.development_id, in_topic=False)
+
+
+def render_story(story: Story, urls: Urls, articles: Sequence[str] | None = None) -> bytes:
     """A story's page: title, summary, topics, the timeline in the order things happened
-    (corrections and retractions shown), then pending and resolved follow-ups."""
+    (corrections and retractions shown), then pending and resolved follow-ups.
+
+    ``articles``: the timeline's articles (:func:`story_article`) in the order things
+    happened, rendered earlier; by default rendered here from the story's developments.
+    A follow-up links the developments it names that ``story`` holds."""
     scope = Scope(ScopeKind.STORY, story.slug)
     topics = " · ".join(_topic_link(label, urls) for label in story.topics if slugify(label))
-    timeline = "".join(
-        _article(story, dev, urls, element_id=dev.development_id, in_topic=False)
-        for dev in story.timeline()
-    )
+    if articles is None:
+        articles = [story_article(story, dev, urls) for dev in story.timeline()]
+    timeline = "".join(articles)
     followups = list(story.followups.values())
     pending = "".join(_followup(story, f, urls) for f in followups if f.resolved_at is None)
     resolved = "".join(_followup(story, f, urls) for f in followups if f.resolved_at is not None)

@@ -11,6 +11,7 @@ import pytest
 
 from bench import dataset
 from feedsvc.domain.events import RecordedEvent, ValidEvent, validate_new_event
+from feedsvc.domain.story import Development, FollowUp, Story
 from feedsvc.ndjson import read_ndjson
 from feedsvc.projections import render as render_module
 from feedsvc.projections.fold import Batch, Fold
@@ -18,6 +19,7 @@ from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect
 from feedsvc.rendering.feeds import render
 from feedsvc.rendering.model import FeedFormat, FeedView, Urls, entry_id
+from feedsvc.rendering.pages import render_story, story_article
 from tests.conftest import SEED, SEED_STREAM, opened, reported
 from tests.rendering.whole import render_whole
 
@@ -469,3 +471,63 @@ def test_the_fold_holds_no_more_developments_than_its_bound_and_gives_the_same_b
         assert held["developments"] <= 40, held
         assert held["memberships"] <= 40, held
     assert _finish(bounded) == _finish(unbounded)
+
+
+def _story_whole(projector: Projector, slug: str) -> bytes:
+    """The story's page rendered from the story with every development read afresh."""
+    header = projector.tables.story_header(slug)
+    assert header is not None
+    story = Story.model_validate_json(header)
+    for dev_id in projector.tables.development_ids(slug):
+        state = projector.tables.development_state(slug, dev_id)
+        assert state is not None
+        story.developments[dev_id] = Development.model_validate_json(state)
+    story.followups = {
+        followup_id: FollowUp.model_validate_json(state)
+        for followup_id, state in projector.tables.followups(slug)
+    }
+    return render_story(story, URLS)
+
+
+def test_story_pages_from_kept_articles_are_the_pages_rendered_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A story page assembled from the articles kept by version (after catch-ups that
+    quoted, corrected, retracted and re-dated developments, and on the seed story with
+    developments reported together) is the page rendered from every development; a
+    quote re-renders only the article of the development it names."""
+    for events, feed_size in ((_mixed_log(), 25), (read_ndjson(SEED), 4)):
+        projector = Projector(connect(":memory:"), URLS, feed_size=feed_size)
+        for start in range(0, len(events), 40):  # catch-up, pages rendered as it goes
+            projector.apply(events[start : start + 40])
+        served = documents(projector.conn)
+        for slug in {event.stream for event in events}:
+            path = URLS.story_page(slug)[len(URLS.base) :]
+            assert served[path] == _story_whole(projector, slug), slug
+
+    rendered: list[str] = []
+
+    def counting(story: Story, dev: Development, urls: Urls) -> str:
+        rendered.append(dev.development_id)
+        return story_article(story, dev, urls)
+
+    monkeypatch.setattr(render_module, "story_article", counting)
+    events = read_ndjson(SEED)
+    projector = Projector(connect(":memory:"), URLS, feed_size=4)
+    projector.apply(events)
+    dev_id = next(e.data["development_id"] for e in events if e.type == "development.reported")
+    quote = {
+        "type": "quote.attributed",
+        "occurred_at": "2018-01-01",
+        "data": {
+            "quote_id": "kept-articles-quote",
+            "development_id": dev_id,
+            "speaker": "A. Speaker",
+            "text": "Said so.",
+        },
+    }
+    rendered.clear()
+    projector.apply(recorded([quote], SEED_STREAM, start=len(events) + 1))
+    assert rendered == [dev_id]
+    page = documents(projector.conn)[URLS.story_page(SEED_STREAM)[len(URLS.base) :]]
+    assert b"Said so." in page and page == _story_whole(projector, SEED_STREAM)
