@@ -10,6 +10,7 @@ always gives the same bytes.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -36,13 +37,15 @@ INDEX_STORIES = 200
 HTML = "text/html; charset=utf-8"
 
 
-ARTICLE_CACHE_BYTES = 16 << 20
-"""What a renderer keeps of story pages' articles (~2–5 KB each)."""
+ARTICLE_CACHE_BYTES = 8 << 20
+"""What a renderer keeps of story pages' articles (~2–5 KB each, more in memory when
+they hold characters beyond Latin-1): the pages of the few stories changing now, whose
+pages would otherwise be rendered whole again after each change."""
 
 
 class ArticleCache:
     """Story pages' articles by (base URL, story, development, version), the least
-    recently used dropped past :data:`ARTICLE_CACHE_BYTES` (characters counted)."""
+    recently used dropped past :data:`ARTICLE_CACHE_BYTES` of memory."""
 
     def __init__(self, max_bytes: int = ARTICLE_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -61,10 +64,10 @@ class ArticleCache:
         if key in self._articles:
             return
         self._articles[key] = article
-        self._bytes += len(article)
+        self._bytes += sys.getsizeof(article)
         while self._bytes > self.max_bytes and len(self._articles) > 1:
             _, dropped = self._articles.popitem(last=False)
-            self._bytes -= len(dropped)
+            self._bytes -= sys.getsizeof(dropped)
 
 
 class Renderer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from typing import Any
 
 import feedparser
@@ -17,6 +18,7 @@ from feedsvc.projections import render as render_module
 from feedsvc.projections.fold import Batch, Fold
 from feedsvc.projections.projector import Changes, Projector
 from feedsvc.projections.readmodel import ReadModel, connect
+from feedsvc.projections.render import ArticleCache
 from feedsvc.rendering.feeds import render
 from feedsvc.rendering.model import FeedFormat, FeedView, Urls, entry_id
 from feedsvc.rendering.pages import render_story, story_article
@@ -531,3 +533,13 @@ def test_story_pages_from_kept_articles_are_the_pages_rendered_whole(
     assert rendered == [dev_id]
     page = documents(projector.conn)[URLS.story_page(SEED_STREAM)[len(URLS.base) :]]
     assert b"Said so." in page and page == _story_whole(projector, SEED_STREAM)
+
+
+def test_the_article_cache_keeps_within_its_bytes_dropping_the_least_recently_used() -> None:
+    cache = ArticleCache(max_bytes=3 * sys.getsizeof("x" * 1000))
+    for n in range(4):
+        cache.put((URLS.base, "s", f"d{n}", 1), "x" * 1000)
+        assert cache.get((URLS.base, "s", "d0", 1)) is not None or n == 3
+    # d0 was used after each put, so d1 went first
+    assert cache.get((URLS.base, "s", "d1", 1)) is None
+    assert all(cache.get((URLS.base, "s", f"d{n}", 1)) for n in (0, 2, 3))
