@@ -79,7 +79,9 @@ def replace_sections(document: str, sections: dict[str, str]) -> str:
     name in ``sections`` replaced by its new text (added, in name order, when absent);
     every other section, and the text before and after them, kept as it was."""
     start = document.find(_FENCE)
-    end = document.rfind("```")
+    # the fence that closes the run's output: sections written by hand may follow it
+    close = document.find("\n```\n", start + len(_FENCE)) if start >= 0 else -1
+    end = close + 1 if close >= 0 else -1
     if start < 0 or end <= start:
         return document.rstrip("\n") + "\n\n" + _FENCE + "".join(sections.values()) + "```\n"
     head = document[: start + len(_FENCE)]
