@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from feedsvc.domain.events import RecordedEvent, ValidEvent
 from feedsvc.errors import StoreError, StoreUnavailable
 from feedsvc.store.decide import AppendRequest, Outcome
-from feedsvc.store.port import AppendResult, Expected
+from feedsvc.store.port import AppendResult, EventStore, Expected
 
 Commit = Callable[[list[AppendRequest]], Awaitable[tuple[list[Outcome], list[RecordedEvent]]]]
 """Decide and write a group in one transaction: each append's outcome, and the rows
@@ -142,3 +142,52 @@ def _fail(batch: list[_Queued], error: BaseException) -> None:
     for queued in batch:
         if not queued.future.done():
             queued.future.set_exception(error)
+
+
+class GroupCommitStore(EventStore):
+    """What the adapters that write through a :class:`GroupCommit` share: appends go
+    through the queue, and a commit tells the commit listeners and advances the head
+    this process knows, waking whoever waits for it."""
+
+    def __init__(
+        self, commit: Commit, translate: Callable[[Exception], StoreError], max_group: int
+    ):
+        self._group = GroupCommit(commit, translate, self._on_commit, max_group)
+        self._committed = asyncio.Event()
+        """Set, and replaced, whenever the known head advances."""
+        self._head = 0
+        self._commit_listeners: list[Callable[[int], object]] = []
+
+    def add_commit_listener(self, listener: Callable[[int], object]) -> None:
+        self._commit_listeners.append(listener)
+
+    @property
+    def group_sizes(self) -> list[int]:
+        """Sizes of recent group commits (events); trimmed to the last 1000."""
+        return self._group.group_sizes
+
+    async def append(
+        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
+    ) -> AppendResult:
+        return await self.submit(stream, events, expected)
+
+    def _on_commit(self, rows: list[RecordedEvent]) -> None:
+        for listener in self._commit_listeners:
+            listener(len(rows))
+        self._advance(rows[-1].position)
+
+    def _advance(self, head: int) -> None:
+        """Learn that the log reached ``head``: wake the waiters if it moved on."""
+        if head > self._head:
+            self._head = head
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake whoever waits for the head to move."""
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    @property
+    def known_head(self) -> int:
+        """The head as last learned, without a database call."""
+        return self._head

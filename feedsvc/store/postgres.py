@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,8 +41,8 @@ from feedsvc.store.decide import (
     decide_group,
     decide_import,
 )
-from feedsvc.store.group import GroupCommit
-from feedsvc.store.port import AppendResult, EventStore, Expected
+from feedsvc.store.group import GroupCommitStore
+from feedsvc.store.port import AppendResult, Expected
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class PostgresEventStore(EventStore):
+class PostgresEventStore(GroupCommitStore):
     """The event store in a PostgreSQL database, shared by any number of processes."""
 
     def __init__(self, url: str, *, max_group: int = 2000, readers: int = 4) -> None:
@@ -169,16 +169,11 @@ class PostgresEventStore(EventStore):
         self._listen_task: asyncio.Task[None] | None = None
         self._listening = False
         self._lost = asyncio.Event()
-        self._group = GroupCommit(
-            self._commit_group, lambda e: pg.translate(e, self.url), self._on_commit, max_group
-        )
-        self._committed = asyncio.Event()
-        self._head = 0
+        super().__init__(self._commit_group, lambda e: pg.translate(e, self.url), max_group)
         self._as_writer = ""
         self._begin = ""
         """The first round trip of a write transaction: begin, take the writer's role,
         then the lock that makes this the only writer of the log until it commits."""
-        self._commit_listeners: list[Callable[[int], object]] = []
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -220,9 +215,6 @@ class PostgresEventStore(EventStore):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pool.close(), pg.CONNECT_TIMEOUT_S)
         self._readers = self._writer = None
-
-    def add_commit_listener(self, listener: Callable[[int], object]) -> None:
-        self._commit_listeners.append(listener)
 
     # -- the listening connection -------------------------------------------------
 
@@ -270,26 +262,7 @@ class PostgresEventStore(EventStore):
         with contextlib.suppress(ValueError):
             self._advance(int(payload))
 
-    def _advance(self, head: int) -> None:
-        if head > self._head:
-            self._head = head
-            self._wake()
-
-    def _wake(self) -> None:
-        self._committed.set()
-        self._committed = asyncio.Event()
-
     # -- writing -----------------------------------------------------------------
-
-    @property
-    def group_sizes(self) -> list[int]:
-        """Sizes of recent group commits (events); trimmed to the last 1000."""
-        return self._group.group_sizes
-
-    async def append(
-        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
-    ) -> AppendResult:
-        return await self.submit(stream, events, expected)
 
     def submit(
         self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
@@ -299,11 +272,6 @@ class PostgresEventStore(EventStore):
         if "\x00" in stream:
             raise ValueError("a stream name cannot hold U+0000 (PostgreSQL text cannot)")
         return self._group.submit(stream, events, expected)
-
-    def _on_commit(self, rows: list[RecordedEvent]) -> None:
-        for listener in self._commit_listeners:
-            listener(len(rows))
-        self._advance(rows[-1].position)
 
     async def _begin_write(self, conn: Any) -> None:
         """The first statements of every write transaction: the role, then the lock
@@ -498,9 +466,3 @@ class PostgresEventStore(EventStore):
             wait = remaining if self._listening else min(remaining, POLL_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._committed.wait(), wait)
-
-    @property
-    def known_head(self) -> int:
-        """The head as last learned (this process's commits and every notification),
-        without a database call."""
-        return self._head

@@ -49,8 +49,8 @@ from feedsvc.store.decide import (
     decide_group,
     decide_import,
 )
-from feedsvc.store.group import GroupCommit
-from feedsvc.store.port import AppendResult, EncodedEvents, EventStore, Expected
+from feedsvc.store.group import GroupCommitStore
+from feedsvc.store.port import AppendResult, EncodedEvents, Expected
 
 APPLICATION_ID = 0x66656564  # "feed"
 
@@ -120,7 +120,7 @@ def _translate(e: BaseException, path: Path) -> StoreError:
     return StoreUnavailable(f"database {path}: {text}")
 
 
-class SQLiteEventStore(EventStore):
+class SQLiteEventStore(GroupCommitStore):
     """The event store in one SQLite file."""
 
     def __init__(
@@ -143,15 +143,7 @@ class SQLiteEventStore(EventStore):
         self._writer_thread: ThreadPoolExecutor | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = 0
-        self._group = GroupCommit(
-            self._commit_group,
-            lambda e: _translate(e, self.path),
-            self._on_commit,
-            max_group,
-        )
-        self._committed = asyncio.Event()
-        self._head = 0
-        self._commit_listeners: list[Callable[[int], object]] = []
+        super().__init__(self._commit_group, lambda e: _translate(e, self.path), max_group)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -273,20 +265,7 @@ class SQLiteEventStore(EventStore):
             self._writer_thread.shutdown(wait=True)
             self._writer_thread = None
 
-    def add_commit_listener(self, listener: Callable[[int], object]) -> None:
-        self._commit_listeners.append(listener)
-
     # -- writing -----------------------------------------------------------------
-
-    @property
-    def group_sizes(self) -> list[int]:
-        """Sizes of recent group commits (events); trimmed to the last 1000."""
-        return self._group.group_sizes
-
-    async def append(
-        self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
-    ) -> AppendResult:
-        return await self.submit(stream, events, expected)
 
     def submit(
         self, stream: str, events: Sequence[ValidEvent], expected: Expected = "any"
@@ -299,13 +278,6 @@ class SQLiteEventStore(EventStore):
         self, requests: list[AppendRequest]
     ) -> tuple[list[Outcome], list[RecordedEvent]]:
         return await self._on_writer(self._write_group, requests)
-
-    def _on_commit(self, rows: list[RecordedEvent]) -> None:
-        self._head = rows[-1].position
-        for listener in self._commit_listeners:
-            listener(len(rows))
-        self._committed.set()
-        self._committed = asyncio.Event()
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work(writer)`` in one ``BEGIN IMMEDIATE`` transaction, committed if it
@@ -363,9 +335,7 @@ class SQLiteEventStore(EventStore):
             except sqlite3.Error as e:
                 raise _translate(e, self.path) from e
             if written:
-                self._head = head
-                self._committed.set()
-                self._committed = asyncio.Event()
+                self._advance(head)
             return written
 
     def _commit_import(self, events: Sequence[RecordedEvent]) -> tuple[int, int]:
@@ -496,18 +466,13 @@ class SQLiteEventStore(EventStore):
             # another process may append too: look at the file now and then
             current = await self.head()
             if current >= position:
-                self._head = max(self._head, current)
+                self._advance(current)
                 return current
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return current
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._committed.wait(), min(remaining, 1.0))
-
-    @property
-    def known_head(self) -> int:
-        """The head as of this process's last commit (no database call)."""
-        return self._head
 
 
 def _statements(script: str) -> list[str]:
